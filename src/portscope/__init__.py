@@ -1,0 +1,3 @@
+"""portscope: what listens, who owns it, can I reach it, and why not."""
+
+__version__ = "0.1.0"

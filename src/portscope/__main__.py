@@ -1,0 +1,5 @@
+"""Allows `python -m portscope`."""
+
+from portscope.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""`portscope` entry point: argparse (cheap to import), lazy command modules, errors as exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from portscope import __version__
+from portscope.errors import BadInput, CannotDo
+
+# command name -> module under portscope.cli; imported only when that command runs (start-up time)
+COMMANDS = {
+    "ls": "Sockets on this host and the processes that own them (listening by default).",
+    "who": "Every process holding a port: fuser + ps in one.",
+    "services": "What a port or service name means: IANA, /etc/services, and what people run there.",
+    "stats": "Socket counts per state, CLOSE_WAIT and TIME_WAIT trouble, ephemeral ports, fd limits.",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 2 (DESIGN.md), never a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="portscope",
+        description="See what listens and who owns it; test, identify and explain ports.",
+    )
+    parser.add_argument("--version", action="version", version=f"portscope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"portscope.cli.cmd_{name}")
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        code: int = args._run(args)
+        sys.stdout.flush()
+        return code
+    except BadInput as exc:
+        sys.stderr.write(f"portscope {args.command}: {exc}\n")
+        return 2
+    except CannotDo as exc:
+        sys.stderr.write(f"portscope {args.command}: {exc}\n")
+        return 3
+    except BrokenPipeError:
+        # `portscope ls | head`: the reader left; say nothing, as ss and grep do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130

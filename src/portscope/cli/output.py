@@ -1,0 +1,109 @@
+"""Rendering shared by every command: --json, --csv, and a table (rich on a TTY, plain otherwise).
+
+rich costs ~100 ms to import, so it is loaded only to draw on a terminal; pipes, scripts and
+NO_COLOR get a plain aligned table written directly. Every cell passes through textsafe.clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from portscope.textsafe import clean
+
+
+def add_format_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--json", action="store_true", help="machine-readable JSON (fields in the README)")
+    group.add_argument("--csv", action="store_true", help="CSV with a header row")
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    title: str
+    justify: str = "left"  # left | right
+    max_width: int | None = None
+
+
+def fancy(stream: TextIO | None = None) -> bool:
+    """A rich table only for a person at a terminal that accepts colour."""
+    stream = stream or sys.stdout
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def emit_json(data: Any, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stdout
+    # ensure_ascii escapes every control and C1 character, so JSON is terminal-safe as written.
+    stream.write(json.dumps(data, indent=None, separators=(",", ":")))
+    stream.write("\n")
+
+
+def emit_csv(header: Sequence[str], rows: Iterable[Sequence[Any]], stream: TextIO | None = None) -> None:
+    writer = csv.writer(stream or sys.stdout, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if v is None else clean(str(v)) for v in row])
+
+
+def emit_table(
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[str]],
+    notes: Sequence[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    stream = stream or sys.stdout
+    safe_rows = [[clean(cell) for cell in row] for row in rows]
+    if fancy(stream):
+        _rich_table(columns, safe_rows, notes, stream)
+        return
+    _plain_table(columns, safe_rows, notes, stream)
+
+
+def _plain_table(columns: Sequence[Column], rows: list[list[str]], notes: Sequence[str], stream: TextIO) -> None:
+    widths = [len(c.title) for c in columns]
+    for row in rows:
+        for i, cell in enumerate(row):
+            if len(cell) > widths[i]:
+                widths[i] = len(cell)
+    last = len(columns) - 1
+    fmts = []
+    for i, c in enumerate(columns):
+        if i == last and c.justify == "left":
+            fmts.append("{}")
+        else:
+            fmts.append("{:>%d}" % widths[i] if c.justify == "right" else "{:<%d}" % widths[i])
+    line_fmt = "  ".join(fmts)
+    out = [line_fmt.format(*[c.title for c in columns]).rstrip()]
+    out.extend(line_fmt.format(*row).rstrip() for row in rows)
+    out.extend(notes)
+    stream.write("\n".join(out))
+    stream.write("\n")
+
+
+def _rich_table(columns: Sequence[Column], rows: list[list[str]], notes: Sequence[str], stream: TextIO) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(file=stream, highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
+    for c in columns:
+        table.add_column(c.title, justify="right" if c.justify == "right" else "left",
+                         max_width=c.max_width, overflow="fold")  # fmt: skip
+    for row in rows:
+        table.add_row(*[Text(cell) for cell in row])  # Text(): never interpret [markup] in data
+    console.print(table)
+    for note in notes:
+        console.print(Text(note, style="dim"))
+
+
+def note(message: str) -> None:
+    """A sentence about what the output could not include; stderr, so --json stays parseable."""
+    sys.stderr.write(f"note: {clean(message)}\n")

@@ -1,0 +1,108 @@
+"""How a Socket looks in a table and a CSV row; shared by ls and who so both read the same."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from portscope.cli.output import Column
+from portscope.model import ProcessRef, Socket
+
+CSV_HEADER = (
+    "proto", "family", "state", "local_address", "local_port", "remote_address", "remote_port",
+    "recv_q", "send_q", "inode", "uid", "user", "service", "exposure", "v6only", "interface", "processes",
+)  # fmt: skip
+
+EXPOSURE_NOTES = {
+    "all": "exposure all: 0.0.0.0 accepts connections on every IPv4 address of this host",
+    "all6": "exposure all: [::] accepts every IPv6 address; marked +v4 it is dual-stack (v6only off) "
+    "and takes IPv4 too, so it conflicts with a 0.0.0.0 listener on the same port",
+    "loopback": "exposure loopback: 127.0.0.1/::1 only accept connections from this host itself",
+    "address": "exposure address: bound to one address; reachable only through that interface",
+}
+
+
+def endpoint(address: str, port: int, interface: str | None = None, family: str = "ipv4") -> str:
+    host = f"[{address}]" if family == "ipv6" else address
+    if interface:
+        host += f"%{interface}"
+    return f"{host}:{port}"
+
+
+def peer(s: Socket) -> str:
+    if s.state in ("LISTEN", "UNCONN") and s.remote_port == 0:
+        return "*"
+    return endpoint(s.remote_address, s.remote_port, None, s.family)
+
+
+def processes(refs: Sequence[ProcessRef], limit: int = 3) -> str:
+    """nginx(812,813,+2): one name with its pids, all processes sharing the socket."""
+    if not refs:
+        return "-"
+    by_name: dict[str, list[int]] = {}
+    for r in refs:
+        pids = by_name.setdefault(r.name, [])
+        if r.pid not in pids:
+            pids.append(r.pid)
+    parts = []
+    for name, pids in by_name.items():
+        shown = ",".join(str(p) for p in pids[:limit])
+        more = f",+{len(pids) - limit}" if len(pids) > limit else ""
+        parts.append(f"{name}({shown}{more})")
+    return " ".join(parts)
+
+
+def exposure(s: Socket) -> str:
+    if s.exposure == "all" and s.family == "ipv6" and s.v6only is False:
+        return "all+v4"
+    return s.exposure
+
+
+def exposure_notes(sockets: Sequence[Socket]) -> list[str]:
+    seen = []
+    for s in sockets:
+        key = "all6" if s.exposure == "all" and s.family == "ipv6" else s.exposure
+        if key not in seen:
+            seen.append(key)
+    return [EXPOSURE_NOTES[k] for k in ("loopback", "all", "all6", "address") if k in seen]
+
+
+def columns(wide: bool, numeric: bool) -> list[Column]:
+    cols = [Column("PROTO")]
+    if wide:
+        cols.append(Column("STATE"))
+    cols.append(Column("LOCAL"))
+    if wide:
+        cols += [Column("PEER"), Column("RECV-Q", "right"), Column("SEND-Q", "right")]
+    else:
+        cols.append(Column("EXPOSURE"))
+    if not numeric:
+        cols.append(Column("SERVICE", max_width=16))
+    cols += [Column("USER", max_width=12), Column("PROCESS", max_width=40)]
+    return cols
+
+
+def row(s: Socket, wide: bool, numeric: bool) -> list[str]:
+    cells = [s.proto + ("6" if s.family == "ipv6" else "")]
+    if wide:
+        cells.append(s.state)
+    cells.append(endpoint(s.local_address, s.local_port, s.interface, s.family))
+    if wide:
+        cells += [peer(s), _q(s.recv_q), _q(s.send_q)]
+    else:
+        cells.append(exposure(s))
+    if not numeric:
+        cells.append(s.service or "-")
+    user = str(s.uid) if numeric or s.user is None else s.user
+    cells += [user if s.uid is not None else "-", processes(s.processes)]
+    return cells
+
+
+def _q(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def csv_row(s: Socket) -> list[Any]:
+    d = s.to_dict()
+    d["processes"] = ";".join(f"{p.name}/{p.pid}/{p.fd}" for p in s.processes)
+    return [d[k] for k in CSV_HEADER]

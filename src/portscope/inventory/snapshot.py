@@ -1,0 +1,259 @@
+"""One consistent picture of this host's sockets, filtered as the user asked.
+
+Filters are pushed down as far as they go: states into the kernel request, ports and exposure before
+the owner pass, so a narrow question costs less than a full listing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from portscope.errors import CannotDo
+from portscope.inventory import netlink, owners, procnet
+from portscope.inventory.netlink import RawSocket
+from portscope.inventory.states import ALL_TCP_MASK, TCP_STATES, UDP_STATES, kernel_mask
+from portscope.inventory.users import user_name
+from portscope.model import ProcessRef, Socket
+from portscope.registry import PortSpec, ephemeral_range, service_name
+
+LISTENING = frozenset({"LISTEN", "UNCONN"})
+FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+_FAMILY_NAME = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
+
+
+@dataclass(slots=True)
+class Query:
+    protos: tuple[str, ...] = ("tcp", "udp")
+    families: tuple[str, ...] = ("ipv4", "ipv6")
+    states: frozenset[str] | None = LISTENING  # None: every state (ls -a)
+    ports: PortSpec | None = None  # matches the local port, or the remote port of a connection
+    pids: frozenset[int] | None = None
+    process: str | None = None  # case-insensitive substring of the process name
+    exposed: bool = False  # only sockets reachable from outside this host
+    owners: bool = True  # False skips the /proc/*/fd pass
+    count_fds: bool = False  # stats: also count every process's open fds
+
+
+@dataclass(slots=True)
+class Snapshot:
+    sockets: list[Socket]
+    source: str  # netlink | proc | psutil
+    denied: dict[int, int] = field(default_factory=dict)  # pid -> uid whose fds we could not read
+    fd_counts: dict[int, int] = field(default_factory=dict)
+    owners_checked: bool = True
+
+    def hidden_owners(self) -> int:
+        """Sockets whose owner may be among the processes we were not allowed to look into."""
+        if not self.denied or not self.owners_checked:
+            return 0
+        return sum(1 for s in self.sockets if s.inode and not s.processes)
+
+    def hidden_note(self) -> str | None:
+        """One sentence saying what could not be seen and how to see it, as `ss` would not."""
+        hidden = self.hidden_owners()
+        if not hidden:
+            return None
+        users = sorted({user_name(uid) or str(uid) for uid in self.denied.values()})
+        shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+        return (
+            f"owners of {hidden} socket(s) not shown: {len(self.denied)} processes of other users "
+            f"({shown}) can only be inspected as root or with CAP_SYS_PTRACE"
+        )
+
+
+def _backend() -> str:
+    forced = os.environ.get("PORTSCOPE_BACKEND")
+    if forced in ("netlink", "proc", "psutil"):
+        return forced
+    return "netlink" if sys.platform.startswith("linux") else "psutil"
+
+
+class _Decoder:
+    """Turns RawSockets into model Sockets, caching per-address work shared by many sockets."""
+
+    def __init__(self) -> None:
+        self.addr_cache: dict[bytes, tuple[str, str]] = {}
+        eph = ephemeral_range()
+        self.eph_low, self.eph_high = eph.low, eph.high
+        self.if_names: dict[int, str | None] = {}
+
+    def address(self, family: int, raw: bytes) -> tuple[str, str]:
+        """(text, exposure) for an address."""
+        key = raw if family == socket.AF_INET6 else raw[:4]
+        hit = self.addr_cache.get(key)
+        if hit is None:
+            text = socket.inet_ntop(family, key)
+            hit = (text, exposure_of(text))
+            self.addr_cache[key] = hit
+        return hit
+
+    def interface(self, index: int) -> str | None:
+        if index not in self.if_names:
+            try:
+                self.if_names[index] = socket.if_indextoname(index)
+            except OSError:
+                self.if_names[index] = str(index)
+        return self.if_names[index]
+
+    def service(self, proto: str, lport: int, rport: int) -> str | None:
+        """The server side's name: the local port unless it looks like a client's ephemeral port."""
+        name = service_name(lport, proto)
+        if name and (rport == 0 or not self.eph_low <= lport <= self.eph_high):
+            return name
+        return (service_name(rport, proto) if rport else None) or name
+
+    def decode(self, proto: str, r: RawSocket) -> Socket:
+        table = TCP_STATES if proto == "tcp" else UDP_STATES
+        laddr, exposure = self.address(r.family, r.src)
+        raddr = self.address(r.family, r.dst)[0]
+        return Socket(
+            proto=proto,
+            family=_FAMILY_NAME[r.family],
+            state=table.get(r.state, str(r.state)),
+            local_address=laddr,
+            local_port=r.sport,
+            remote_address=raddr,
+            remote_port=r.dport,
+            recv_q=r.recv_q,
+            send_q=r.send_q,
+            inode=r.inode,
+            uid=r.uid,
+            user=user_name(r.uid),
+            service=self.service(proto, r.sport, r.dport),
+            exposure=exposure,
+            v6only=r.v6only,
+            interface=self.interface(r.ifindex) if r.ifindex else None,
+        )
+
+
+def exposure_of(address: str) -> str:
+    """loopback (this host only), all (every interface: 0.0.0.0 or [::]) or address (one address)."""
+    if address in ("0.0.0.0", "::"):
+        return "all"
+    if address.startswith("127.") or address == "::1" or address.startswith("::ffff:127."):
+        return "loopback"
+    return "address"
+
+
+def _raw_sockets(backend: str, proto: str, family: int, states: frozenset[str] | None) -> Iterator[RawSocket]:
+    mask = ALL_TCP_MASK if states is None else kernel_mask(set(states), proto)
+    if not mask:
+        return
+    if backend == "netlink":
+        yield from netlink.dump(proto, family, mask)
+    else:
+        yield from procnet.dump(proto, family, mask)
+
+
+def take(query: Query) -> Snapshot:
+    backend = _backend()
+    if backend == "psutil":
+        return _take_psutil(query)
+    try:
+        return _take_linux(query, backend)
+    except netlink.NetlinkUnavailable:
+        return _take_linux(query, "proc")
+
+
+def _take_linux(query: Query, backend: str) -> Snapshot:
+    decoder = _Decoder()
+    decode = decoder.decode
+    ports = query.ports
+    sockets: list[Socket] = []
+    for proto in query.protos:
+        for fam_name in query.families:
+            family = FAMILIES[fam_name]
+            for r in _raw_sockets(backend, proto, family, query.states):
+                if ports is not None and not (
+                    ports.contains(r.sport, proto) or (r.dport and ports.contains(r.dport, proto))
+                ):
+                    continue
+                s = decode(proto, r)
+                if query.exposed and s.exposure == "loopback":
+                    continue
+                sockets.append(s)
+    snap = Snapshot(sockets=sockets, source=backend, owners_checked=query.owners)
+    if query.owners or query.pids or query.process:
+        _attach_owners(snap, query)
+    return snap
+
+
+def _attach_owners(snap: Snapshot, query: Query) -> None:
+    wanted = {s.inode for s in snap.sockets if s.inode}
+    result = owners.scan(wanted, count_fds=query.count_fds)
+    snap.denied, snap.fd_counts, snap.owners_checked = result.denied, result.fd_counts, True
+    names: dict[int, str] = {}
+    for s in snap.sockets:
+        holders = result.by_inode.get(s.inode) if s.inode else None
+        if holders:
+            refs = []
+            for pid, fd in sorted(holders):
+                name = names.get(pid)
+                if name is None:
+                    name = names[pid] = owners.comm(pid)
+                refs.append(ProcessRef(pid, name, fd))
+            s.processes = refs
+    snap.sockets = list(_filter_owners(snap.sockets, query))
+
+
+def _filter_owners(sockets: Iterable[Socket], query: Query) -> Iterator[Socket]:
+    if not query.pids and not query.process:
+        yield from sockets
+        return
+    needle = query.process.lower() if query.process else None
+    for s in sockets:
+        if query.pids and not any(p.pid in query.pids for p in s.processes):
+            continue
+        if needle and not any(needle in p.name.lower() for p in s.processes):
+            continue
+        yield s
+
+
+def _take_psutil(query: Query) -> Snapshot:
+    """macOS/Windows: psutil knows pids and states but not inodes, uids or queues."""
+    try:
+        import psutil
+    except ImportError as exc:  # pragma: no cover - psutil is a dependency
+        raise CannotDo("psutil is not installed: it is needed to list sockets on this OS") from exc
+    decoder = _Decoder()
+    kinds = {("tcp", socket.AF_INET): "tcp4", ("tcp", socket.AF_INET6): "tcp6"}
+    kinds |= {("udp", socket.AF_INET): "udp4", ("udp", socket.AF_INET6): "udp6"}
+    sockets: list[Socket] = []
+    try:
+        conns = [(p, f, c) for p in query.protos for f in query.families
+                 for c in psutil.net_connections(kind=kinds[(p, FAMILIES[f])])]  # fmt: skip
+    except psutil.AccessDenied as exc:
+        raise CannotDo("listing sockets needs administrator rights on this OS") from exc
+    names: dict[int, str] = {}
+    for proto, fam, c in conns:
+        state = "UNCONN" if proto == "udp" and not c.raddr else c.status.replace("NONE", "UNCONN")
+        if query.states is not None and state not in query.states:
+            continue
+        lport = c.laddr.port if c.laddr else 0
+        rport = c.raddr.port if c.raddr else 0
+        if query.ports is not None and not (
+            query.ports.contains(lport, proto) or (rport and query.ports.contains(rport, proto))
+        ):
+            continue
+        laddr = c.laddr.ip if c.laddr else ("0.0.0.0" if fam == "ipv4" else "::")
+        raddr = c.raddr.ip if c.raddr else ("0.0.0.0" if fam == "ipv4" else "::")
+        exposure = exposure_of(laddr)
+        if query.exposed and exposure == "loopback":
+            continue
+        procs = []
+        if c.pid:
+            if c.pid not in names:
+                try:
+                    names[c.pid] = psutil.Process(c.pid).name()
+                except psutil.Error:
+                    names[c.pid] = "?"
+            procs.append(ProcessRef(c.pid, names[c.pid], c.fd))
+        sockets.append(
+            Socket(proto, fam, state, laddr, lport, raddr, rport, None, None, 0, None, None,
+                   decoder.service(proto, lport, rport), exposure, None, None, procs)
+        )  # fmt: skip
+    return Snapshot(sockets=list(_filter_owners(sockets, query)), source="psutil")

@@ -1,0 +1,97 @@
+"""Plain data shared by every layer; `to_dict()` is the documented --json form.
+
+Kept free of behaviour and imports beyond the standard library so that any layer can use it without
+pulling in another layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class ProcessRef:
+    """One process holding a socket through one file descriptor (a forked worker is another ref)."""
+
+    pid: int
+    name: str
+    fd: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "name": self.name, "fd": self.fd}
+
+
+@dataclass(slots=True)
+class Socket:
+    """One kernel socket as `ss` shows it, plus what the registry and the fd pass add."""
+
+    proto: str  # tcp | udp
+    family: str  # ipv4 | ipv6
+    state: str  # LISTEN, ESTABLISHED, ..., UNCONN
+    local_address: str
+    local_port: int
+    remote_address: str
+    remote_port: int
+    recv_q: int | None  # None where the backend cannot see queues (psutil)
+    send_q: int | None
+    inode: int
+    uid: int | None
+    user: str | None = None
+    service: str | None = None
+    exposure: str = "address"  # loopback | all | address
+    # IPv6 sockets only: False means a [::] listener also accepts IPv4 (dual-stack); None when unknown.
+    v6only: bool | None = None
+    interface: str | None = None  # set when the socket is bound to a device or an IPv6 scope
+    processes: list[ProcessRef] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "proto": self.proto,
+            "family": self.family,
+            "state": self.state,
+            "local_address": self.local_address,
+            "local_port": self.local_port,
+            "remote_address": self.remote_address,
+            "remote_port": self.remote_port,
+            "recv_q": self.recv_q,
+            "send_q": self.send_q,
+            "inode": self.inode,
+            "uid": self.uid,
+            "user": self.user,
+            "service": self.service,
+            "exposure": self.exposure,
+            "v6only": self.v6only,
+            "interface": self.interface,
+            "processes": [p.to_dict() for p in self.processes],
+        }
+
+
+@dataclass(slots=True)
+class ProcessInfo:
+    """What `who` tells about one process: the fuser + ps answer in one object."""
+
+    pid: int
+    name: str
+    uid: int | None
+    user: str | None
+    cmdline: str | None
+    exe: str | None
+    started: str | None  # ISO 8601, local time with offset
+    unit: str | None  # systemd unit from /proc/PID/cgroup
+    container: str | None  # e.g. "docker:3f2a…" from /proc/PID/cgroup
+    sockets: list[Socket] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "name": self.name,
+            "uid": self.uid,
+            "user": self.user,
+            "cmdline": self.cmdline,
+            "exe": self.exe,
+            "started": self.started,
+            "unit": self.unit,
+            "container": self.container,
+            "sockets": [s.to_dict() for s in self.sockets],
+        }

@@ -1,0 +1,141 @@
+"""Test plumbing: run portscope and ss as real commands, start socket-holding child processes.
+
+The `ss` parser here is deliberately independent of portscope's code: it reads ss's text, so a bug
+in our netlink parsing cannot hide by being shared with the oracle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SOCKHOST = str(Path(__file__).with_name("sockhost.py"))
+
+SS_STATES = {
+    "ESTAB": "ESTABLISHED", "UNCONN": "UNCONN", "LISTEN": "LISTEN", "TIME-WAIT": "TIME_WAIT",
+    "CLOSE-WAIT": "CLOSE_WAIT", "SYN-SENT": "SYN_SENT", "SYN-RECV": "SYN_RECV", "FIN-WAIT-1": "FIN_WAIT1",
+    "FIN-WAIT-2": "FIN_WAIT2", "LAST-ACK": "LAST_ACK", "CLOSING": "CLOSING",
+}  # fmt: skip
+_USERS = re.compile(r'\("((?:[^"\\]|\\.)*)",pid=(\d+),fd=(\d+)\)')
+
+
+def demote(user: str) -> Callable[[], None]:
+    """preexec_fn that runs the child as another user (tests run as root in CI)."""
+    pw = pwd.getpwnam(user)
+
+    def _do() -> None:
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+    return _do
+
+
+def netns_prefix(netns: str | None) -> list[str]:
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
+def portscope(*args: str, user: str | None = None, netns: str | None = None,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    full_env = dict(os.environ, NO_COLOR="1", **(env or {}))
+    return subprocess.run(
+        [*netns_prefix(netns), sys.executable, "-m", "portscope", *args],
+        capture_output=True, text=True, timeout=60, env=full_env, cwd="/",
+        preexec_fn=demote(user) if user else None,
+    )  # fmt: skip
+
+
+def portscope_json(*args: str, **kw: Any) -> Any:
+    proc = portscope(*args, "--json", **kw)
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _endpoint(text: str) -> tuple[str, int, str | None, str]:
+    host, port = text.rsplit(":", 1)
+    iface = None
+    if "%" in host:
+        host, iface = host.split("%", 1)
+    if host == "*":
+        return "::", int(port) if port != "*" else 0, iface, "ipv6"
+    if host.startswith("["):
+        return host[1:-1], int(port) if port != "*" else 0, iface, "ipv6"
+    return host, int(port) if port != "*" else 0, iface, "ipv4"
+
+
+def ss(user: str | None = None, netns: str | None = None) -> list[dict[str, Any]]:
+    """`ss -Htuanpe` parsed into portscope's JSON field names."""
+    out = subprocess.run(
+        [*netns_prefix(netns), "ss", "-Htuanpe"], capture_output=True, text=True, check=True, timeout=60,
+        preexec_fn=demote(user) if user else None,
+    ).stdout  # fmt: skip
+    rows = []
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) < 6 or f[0] not in ("tcp", "udp"):
+            continue
+        laddr, lport, iface, fam = _endpoint(f[4])
+        raddr, rport, _, _ = _endpoint(f[5])
+        rest = " ".join(f[6:])
+        uid = re.search(r"\buid:(\d+)", rest)
+        ino = re.search(r"\bino:(\d+)", rest)
+        v6 = re.search(r"\bv6only:(\d)", rest)
+        rows.append({
+            "proto": f[0], "family": fam, "state": SS_STATES[f[1]], "recv_q": int(f[2]), "send_q": int(f[3]),
+            "local_address": laddr, "local_port": lport, "remote_address": raddr, "remote_port": rport,
+            "interface": iface, "uid": int(uid.group(1)) if uid else 0, "inode": int(ino.group(1)) if ino else 0,
+            "v6only": None if v6 is None else v6.group(1) == "1",
+            "processes": sorted((int(p), n, int(d)) for n, p, d in _USERS.findall(rest)),
+        })  # fmt: skip
+    return rows
+
+
+@dataclass
+class SockHost:
+    """A running tests/sockhost.py child and what it reported."""
+
+    proc: subprocess.Popen[str]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return int(self.report["pid"])
+
+    def ports(self) -> set[int]:
+        out = set()
+        for s in self.report["sockets"]:
+            out |= {v for k, v in s.items() if k in ("port", "client_port")}
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_sockhost(specs: Sequence[dict[str, Any]], user: str | None = None, netns: str | None = None) -> SockHost:
+    proc = subprocess.Popen(
+        [*netns_prefix(netns), sys.executable, SOCKHOST, json.dumps(list(specs))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        preexec_fn=demote(user) if user else None,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait()
+        raise RuntimeError(f"sockhost failed to start (exit {proc.returncode})")
+    return SockHost(proc, json.loads(line))

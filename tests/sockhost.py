@@ -1,0 +1,98 @@
+"""A child process that opens the sockets a test asks for, reports them as JSON, and waits.
+
+Tests need real sockets owned by another process (as in production), so they run this script with
+the interpreter, read one JSON line describing what it opened, then compare portscope with `ss`.
+Kept to the standard library so it also runs as another user or inside a network namespace.
+
+argv[1] is a JSON list of specs: {"kind": ..., "addr": ..., "v6only": ..., "name": ..., "count": ...}
+kinds: tcp-listen, udp, udp-connected, tcp-pair (listener + connected client + accepted server side,
+with `unread` bytes left in the server's receive queue), close-wait (`count` connections the peer
+closed and we never did), fork-listen (a listener that a forked child also holds), fds (`count` open
+files, with RLIMIT_NOFILE lowered to `limit`), comm (set this process's name).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+
+
+def family(addr: str) -> int:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def listener(addr: str, v6only: int | None = None, backlog: int = 17) -> socket.socket:
+    s = socket.socket(family(addr), socket.SOCK_STREAM)
+    if v6only is not None:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+    s.bind((addr, 0))
+    s.listen(backlog)
+    return s
+
+
+def main() -> None:
+    specs = json.loads(sys.argv[1])
+    keep: list[object] = []
+    report: dict[str, object] = {"pid": os.getpid(), "children": [], "sockets": []}
+    for spec in specs:
+        kind = spec["kind"]
+        addr = spec.get("addr", "127.0.0.1")
+        entry: dict[str, object] = {"kind": kind, "addr": addr}
+        if kind == "tcp-listen":
+            s = listener(addr, spec.get("v6only"))
+            keep.append(s)
+            entry["port"] = s.getsockname()[1]
+        elif kind in ("udp", "udp-connected"):
+            s = socket.socket(family(addr), socket.SOCK_DGRAM)
+            s.bind((addr, 0))
+            if kind == "udp-connected":
+                s.connect((addr, 9))
+            keep.append(s)
+            entry["port"] = s.getsockname()[1]
+        elif kind == "tcp-pair":
+            lst = listener(addr)
+            cli = socket.create_connection((addr, lst.getsockname()[1]))
+            srv, _ = lst.accept()
+            cli.sendall(b"x" * spec.get("unread", 0))
+            keep += [lst, cli, srv]
+            entry["port"] = lst.getsockname()[1]
+            entry["client_port"] = cli.getsockname()[1]
+        elif kind == "close-wait":
+            lst = listener(addr, backlog=128)
+            for _ in range(spec["count"]):
+                cli = socket.create_connection((addr, lst.getsockname()[1]))
+                srv, _ = lst.accept()
+                cli.close()  # the client closes first and goes to TIME_WAIT ...
+                keep.append(srv)  # ... and our server side, never closed, sits in CLOSE_WAIT
+            keep.append(lst)
+            entry["port"] = lst.getsockname()[1]
+        elif kind == "fork-listen":
+            s = listener(addr)
+            keep.append(s)
+            entry["port"] = s.getsockname()[1]
+            pid = os.fork()
+            if pid == 0:  # the child holds the same socket, as nginx workers do
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                while True:
+                    time.sleep(3600)
+            report["children"].append(pid)  # type: ignore[attr-defined]
+        elif kind == "fds":
+            resource.setrlimit(resource.RLIMIT_NOFILE, (spec["limit"], resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            keep += [open(os.devnull) for _ in range(spec["count"])]
+        elif kind == "comm":
+            with open("/proc/self/comm", "wb") as f:
+                f.write(spec["name"].encode("latin-1"))
+        report["sockets"].append(entry)  # type: ignore[attr-defined]
+    print(json.dumps(report), flush=True)
+    sys.stdin.read()  # the test closes our stdin (or kills us) when done
+    for pid in report["children"]:  # type: ignore[attr-defined]
+        os.kill(pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    main()
