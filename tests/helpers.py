@@ -6,12 +6,16 @@ in our netlink parsing cannot hide by being shared with the oracle.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import pwd
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +25,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SOCKHOST = str(Path(__file__).with_name("sockhost.py"))
 
 SS_STATES = {
-    "ESTAB": "ESTABLISHED", "UNCONN": "UNCONN", "LISTEN": "LISTEN", "TIME-WAIT": "TIME_WAIT",
-    "CLOSE-WAIT": "CLOSE_WAIT", "SYN-SENT": "SYN_SENT", "SYN-RECV": "SYN_RECV", "FIN-WAIT-1": "FIN_WAIT1",
-    "FIN-WAIT-2": "FIN_WAIT2", "LAST-ACK": "LAST_ACK", "CLOSING": "CLOSING",
-}  # fmt: skip
+    "ESTAB": "ESTABLISHED",
+    "UNCONN": "UNCONN",
+    "LISTEN": "LISTEN",
+    "TIME-WAIT": "TIME_WAIT",
+    "CLOSE-WAIT": "CLOSE_WAIT",
+    "SYN-SENT": "SYN_SENT",
+    "SYN-RECV": "SYN_RECV",
+    "FIN-WAIT-1": "FIN_WAIT1",
+    "FIN-WAIT-2": "FIN_WAIT2",
+    "LAST-ACK": "LAST_ACK",
+    "CLOSING": "CLOSING",
+}
 _USERS = re.compile(r'\("((?:[^"\\]|\\.)*)",pid=(\d+),fd=(\d+)\)')
 
 
@@ -40,18 +52,62 @@ def demote(user: str) -> Callable[[], None]:
     return _do
 
 
+@functools.lru_cache(maxsize=1)
+def unprivileged_runtime() -> tuple[str, str]:
+    """(python, directory) that another user can run: the checkout and the venv may sit under /root.
+
+    The directory holds a world-readable copy of the package and of sockhost.py; portscope needs only
+    the standard library when it prints no rich table, so any system Python 3.11+ can run it.
+    """
+    copy = tempfile.mkdtemp(prefix="portscope-unpriv-")
+    os.chmod(copy, 0o755)
+    shutil.copytree(ROOT / "src" / "portscope", Path(copy) / "portscope")
+    shutil.copy(SOCKHOST, copy)
+    for dirpath, dirnames, filenames in os.walk(copy):
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o755)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+    atexit.register(shutil.rmtree, copy, True)
+    check = "import sys; sys.exit(sys.version_info < (3, 11))"
+    for python in (os.path.realpath(sys.executable), "/usr/bin/python3", "/usr/local/bin/python3"):
+        if not os.path.exists(python):
+            continue
+        try:
+            ok = subprocess.run([python, "-c", check], preexec_fn=demote("nobody"), capture_output=True)
+        except OSError:  # not executable by nobody (e.g. a pyenv Python under /root)
+            continue
+        if ok.returncode == 0:
+            return python, copy
+    raise RuntimeError("no Python 3.11+ that user nobody may run (is the interpreter under /root?)")
+
+
+def _command(user: str | None, *args: str) -> tuple[list[str], dict[str, str]]:
+    """Argv and environment to run `python *args` as USER (or as ourselves)."""
+    if user is None:
+        return [sys.executable, *args], {}
+    python, copy = unprivileged_runtime()
+    return [python, *args], {"PYTHONPATH": copy}
+
+
 def netns_prefix(netns: str | None) -> list[str]:
     return ["ip", "netns", "exec", netns] if netns else []
 
 
-def portscope(*args: str, user: str | None = None, netns: str | None = None,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    full_env = dict(os.environ, NO_COLOR="1", **(env or {}))
+def portscope(
+    *args: str, user: str | None = None, netns: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    argv, extra = _command(user, "-m", "portscope", *args)
+    full_env = dict(os.environ, NO_COLOR="1", **extra, **(env or {}))
     return subprocess.run(
-        [*netns_prefix(netns), sys.executable, "-m", "portscope", *args],
-        capture_output=True, text=True, timeout=60, env=full_env, cwd="/",
+        [*netns_prefix(netns), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+        cwd="/",
         preexec_fn=demote(user) if user else None,
-    )  # fmt: skip
+    )
 
 
 def portscope_json(*args: str, **kw: Any) -> Any:
@@ -75,9 +131,13 @@ def _endpoint(text: str) -> tuple[str, int, str | None, str]:
 def ss(user: str | None = None, netns: str | None = None) -> list[dict[str, Any]]:
     """`ss -Htuanpe` parsed into portscope's JSON field names."""
     out = subprocess.run(
-        [*netns_prefix(netns), "ss", "-Htuanpe"], capture_output=True, text=True, check=True, timeout=60,
+        [*netns_prefix(netns), "ss", "-Htuanpe"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
         preexec_fn=demote(user) if user else None,
-    ).stdout  # fmt: skip
+    ).stdout
     rows = []
     for line in out.splitlines():
         f = line.split()
@@ -89,13 +149,24 @@ def ss(user: str | None = None, netns: str | None = None) -> list[dict[str, Any]
         uid = re.search(r"\buid:(\d+)", rest)
         ino = re.search(r"\bino:(\d+)", rest)
         v6 = re.search(r"\bv6only:(\d)", rest)
-        rows.append({
-            "proto": f[0], "family": fam, "state": SS_STATES[f[1]], "recv_q": int(f[2]), "send_q": int(f[3]),
-            "local_address": laddr, "local_port": lport, "remote_address": raddr, "remote_port": rport,
-            "interface": iface, "uid": int(uid.group(1)) if uid else 0, "inode": int(ino.group(1)) if ino else 0,
-            "v6only": None if v6 is None else v6.group(1) == "1",
-            "processes": sorted((int(p), n, int(d)) for n, p, d in _USERS.findall(rest)),
-        })  # fmt: skip
+        rows.append(
+            {
+                "proto": f[0],
+                "family": fam,
+                "state": SS_STATES[f[1]],
+                "recv_q": int(f[2]),
+                "send_q": int(f[3]),
+                "local_address": laddr,
+                "local_port": lport,
+                "remote_address": raddr,
+                "remote_port": rport,
+                "interface": iface,
+                "uid": int(uid.group(1)) if uid else 0,
+                "inode": int(ino.group(1)) if ino else 0,
+                "v6only": None if v6 is None else v6.group(1) == "1",
+                "processes": sorted((int(p), n, int(d)) for n, p, d in _USERS.findall(rest)),
+            }
+        )
     return rows
 
 
@@ -109,6 +180,10 @@ class SockHost:
     @property
     def pid(self) -> int:
         return int(self.report["pid"])
+
+    def pids(self) -> set[int]:
+        """The sockhost and its forked children: every process holding its sockets."""
+        return {self.pid, *self.report["children"]}
 
     def ports(self) -> set[int]:
         out = set()
@@ -127,12 +202,19 @@ class SockHost:
                 self.proc.wait()
 
 
-def start_sockhost(specs: Sequence[dict[str, Any]], user: str | None = None, netns: str | None = None) -> SockHost:
+def start_sockhost(
+    specs: Sequence[dict[str, Any]], user: str | None = None, netns: str | None = None
+) -> SockHost:
+    script = SOCKHOST if user is None else os.path.join(unprivileged_runtime()[1], "sockhost.py")
+    argv, extra = _command(user, script, json.dumps(list(specs)))
     proc = subprocess.Popen(
-        [*netns_prefix(netns), sys.executable, SOCKHOST, json.dumps(list(specs))],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [*netns_prefix(netns), *argv],
+        env=dict(os.environ, **extra),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
         preexec_fn=demote(user) if user else None,
-    )  # fmt: skip
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:

@@ -78,12 +78,17 @@ def main() -> None:
             pid = os.fork()
             if pid == 0:  # the child holds the same socket, as nginx workers do
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                for other in keep:  # hold only the shared listener, not every socket made before it
+                    if other is not s:
+                        other.close()
                 while True:
                     time.sleep(3600)
             report["children"].append(pid)  # type: ignore[attr-defined]
         elif kind == "fds":
-            resource.setrlimit(resource.RLIMIT_NOFILE, (spec["limit"], resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-            keep += [open(os.devnull) for _ in range(spec["count"])]
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (spec["limit"], resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+            )
+            keep += [open(os.devnull) for _ in range(spec["count"])]  # noqa: SIM115 - held open on purpose
         elif kind == "comm":
             with open("/proc/self/comm", "wb") as f:
                 f.write(spec["name"].encode("latin-1"))

@@ -52,7 +52,8 @@ def netns() -> Iterator[str]:
     try:
         run = ["ip", "netns", "exec", name]
         subprocess.run([*run, "ip", "link", "set", "lo", "up"], check=True)
-        subprocess.run([*run, "ip", "link", "add", "ps0", "type", "dummy"], check=True)
+        # a veth pair with both ends inside the namespace: an interface no traffic can leave by
+        subprocess.run([*run, "ip", "link", "add", "ps0", "type", "veth", "peer", "name", "ps1"], check=True)
         subprocess.run([*run, "ip", "addr", "add", "192.0.2.10/24", "dev", "ps0"], check=True)
         subprocess.run([*run, "ip", "link", "set", "ps0", "up"], check=True)
         yield name
@@ -62,9 +63,13 @@ def netns() -> Iterator[str]:
 
 def test_specific_address_in_namespace(netns: str) -> None:
     host = start_sockhost(
-        [{"kind": "tcp-listen", "addr": "192.0.2.10"}, {"kind": "tcp-listen", "addr": "127.0.0.1"},
-         {"kind": "udp", "addr": "192.0.2.10"}], netns=netns,
-    )  # fmt: skip
+        [
+            {"kind": "tcp-listen", "addr": "192.0.2.10"},
+            {"kind": "tcp-listen", "addr": "127.0.0.1"},
+            {"kind": "udp", "addr": "192.0.2.10"},
+        ],
+        netns=netns,
+    )
     try:
         mine = portscope_json("ls", netns=netns)
         theirs = ss(netns=netns)
@@ -74,8 +79,11 @@ def test_specific_address_in_namespace(netns: str) -> None:
         )
         assert len(mine) == 3
         exposure = {(s["proto"], s["local_address"]): s["exposure"] for s in mine}
-        assert exposure == {("tcp", "192.0.2.10"): "address", ("tcp", "127.0.0.1"): "loopback",
-                            ("udp", "192.0.2.10"): "address"}  # fmt: skip
+        assert exposure == {
+            ("tcp", "192.0.2.10"): "address",
+            ("tcp", "127.0.0.1"): "loopback",
+            ("udp", "192.0.2.10"): "address",
+        }
         exposed = portscope_json("ls", "--exposed", netns=netns)
         assert {s["local_address"] for s in exposed} == {"192.0.2.10"}
     finally:

@@ -23,8 +23,20 @@ SPECS = [
     {"kind": "udp-connected", "addr": "127.0.0.1"},
     {"kind": "fork-listen", "addr": "127.0.0.1"},
 ]
-COMPARED = ("proto", "family", "state", "local_address", "local_port", "remote_address", "remote_port",
-            "recv_q", "send_q", "inode", "uid", "interface")  # fmt: skip
+COMPARED = (
+    "proto",
+    "family",
+    "state",
+    "local_address",
+    "local_port",
+    "remote_address",
+    "remote_port",
+    "recv_q",
+    "send_q",
+    "inode",
+    "uid",
+    "interface",
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +50,19 @@ def _key(s: dict[str, Any]) -> tuple[Any, ...]:
     return (s["proto"], s["local_address"], s["local_port"], s["remote_address"], s["remote_port"])
 
 
-def _ours(sockets: list[dict[str, Any]], ports: set[int]) -> dict[tuple[Any, ...], dict[str, Any]]:
-    return {_key(s): s for s in sockets if s["local_port"] in ports or s["remote_port"] in ports}
+def _pids(s: dict[str, Any]) -> set[int]:
+    return {p[0] if isinstance(p, tuple) else p["pid"] for p in s["processes"]}
+
+
+def _ours(sockets: list[dict[str, Any]], host: SockHost) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The sockhost's sockets, picked by owner: ports alone collide with other sockets on a busy host."""
+    pids = host.pids()
+    return {_key(s): s for s in sockets if _pids(s) & pids}
 
 
 def test_all_sockets_match_ss_field_by_field(host: SockHost) -> None:
-    ports = host.ports()
-    theirs = _ours(ss(), ports)
-    mine = _ours(portscope_json("ls", "-a"), ports)
+    theirs = _ours(ss(), host)
+    mine = _ours(portscope_json("ls", "-a"), host)
     # 5 listeners + 2 pairs (3 sockets each) + 3 udp + 1 forked listener
     assert len(theirs) == 15, sorted(theirs)
     assert set(mine) == set(theirs)
@@ -59,7 +76,7 @@ def test_all_sockets_match_ss_field_by_field(host: SockHost) -> None:
 
 
 def test_queues_and_shared_socket(host: SockHost) -> None:
-    sockets = _ours(portscope_json("ls", "-a"), host.ports())
+    sockets = _ours(portscope_json("ls", "-a"), host)
     pair = next(s for s in host.report["sockets"] if s["kind"] == "tcp-pair" and s["addr"] == "127.0.0.1")
     server_side = sockets[("tcp", "127.0.0.1", pair["port"], "127.0.0.1", pair["client_port"])]
     assert server_side["recv_q"] == 1234 and server_side["state"] == "ESTABLISHED"
@@ -71,7 +88,7 @@ def test_queues_and_shared_socket(host: SockHost) -> None:
 
 
 def test_default_lists_only_listening_with_exposure(host: SockHost) -> None:
-    mine = _ours(portscope_json("ls"), host.ports())
+    mine = _ours(portscope_json("ls"), host)
     assert {s["state"] for s in mine.values()} == {"LISTEN", "UNCONN"}
     by_addr = {(s["proto"], s["local_address"], s["v6only"]): s["exposure"] for s in mine.values()}
     assert by_addr[("tcp", "127.0.0.1", None)] == "loopback"
@@ -82,40 +99,48 @@ def test_default_lists_only_listening_with_exposure(host: SockHost) -> None:
 
 
 def test_filters(host: SockHost) -> None:
-    ports = host.ports()
     pair = next(s for s in host.report["sockets"] if s["kind"] == "tcp-pair" and s["addr"] == "127.0.0.1")
-    est = portscope_json("ls", "--state", "established", "-t", "--port", str(pair["port"]))
-    assert {(s["local_port"], s["remote_port"]) for s in est} == {
-        (pair["port"], pair["client_port"]), (pair["client_port"], pair["port"])}  # fmt: skip
-    udp = _ours(portscope_json("ls", "-u"), ports)
+    est = _ours(portscope_json("ls", "--state", "established", "-t", "--port", str(pair["port"])), host)
+    assert {(s["local_port"], s["remote_port"]) for s in est.values()} == {
+        (pair["port"], pair["client_port"]),
+        (pair["client_port"], pair["port"]),
+    }
+    udp = _ours(portscope_json("ls", "-u"), host)
     assert udp and all(s["proto"] == "udp" for s in udp.values())
-    v6 = _ours(portscope_json("ls", "-6", "-t"), ports)
+    v6 = _ours(portscope_json("ls", "-6", "-t"), host)
     assert v6 and all(s["family"] == "ipv6" for s in v6.values())
-    exposed = _ours(portscope_json("ls", "--exposed"), ports)
+    exposed = _ours(portscope_json("ls", "--exposed"), host)
     assert exposed and all(s["exposure"] != "loopback" for s in exposed.values())
-    by_pid = _ours(portscope_json("ls", "-a", "--pid", str(host.report["children"][0])), ports)
+    by_pid = _ours(portscope_json("ls", "-a", "--pid", str(host.report["children"][0])), host)
     forked = next(s for s in host.report["sockets"] if s["kind"] == "fork-listen")
     assert {k[2] for k in by_pid} == {forked["port"]}
-    by_name = _ours(portscope_json("ls", "--process", "python"), ports)
-    assert len(by_name) == len(_ours(portscope_json("ls"), ports))
+    by_name = _ours(portscope_json("ls", "--process", "python"), host)
+    assert len(by_name) == len(_ours(portscope_json("ls"), host))
     none = portscope("ls", "--process", "no-such-process-name", "--json")
     assert none.returncode == 1 and none.stdout.strip() == "[]"
 
 
 def test_no_owners_flag_skips_processes(host: SockHost) -> None:
-    mine = _ours(portscope_json("ls", "--no-owners"), host.ports())
-    assert mine and all(s["processes"] == [] for s in mine.values())
+    inodes = {s["inode"] for s in _ours(portscope_json("ls"), host).values()}
+    mine = [s for s in portscope_json("ls", "--no-owners") if s["inode"] in inodes]
+    assert inodes and len(mine) == len(inodes)
+    assert all(s["processes"] == [] for s in mine)
 
 
 @pytest.mark.parametrize("backend", ["proc", "psutil"])
 def test_fallback_backends_agree(host: SockHost, backend: str) -> None:
-    ports = host.ports()
-    netlink = _ours(portscope_json("ls", "-a"), ports)
-    other = _ours(portscope_json("ls", "-a", env={"PORTSCOPE_BACKEND": backend}), ports)
+    netlink = _ours(portscope_json("ls", "-a"), host)
+    other = _ours(portscope_json("ls", "-a", env={"PORTSCOPE_BACKEND": backend}), host)
     assert set(other) == set(netlink)
     for key, s in netlink.items():
         assert other[key]["state"] == s["state"], key
-        assert {p["pid"] for p in other[key]["processes"]} == {p["pid"] for p in s["processes"]}, key
+        theirs, ours = ({p["pid"] for p in x["processes"]} for x in (other[key], s))
+        if backend == "psutil":
+            # psutil.net_connections() keeps one owner per socket on Linux (the first pid it met),
+            # so a socket shared by forked workers shows one of them; the fd pass shows them all.
+            assert theirs and theirs <= ours, key
+        else:
+            assert theirs == ours, key
         if backend == "proc":
             assert other[key]["inode"] == s["inode"] and other[key]["uid"] == s["uid"]
 

@@ -19,16 +19,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-u", "--udp", action="store_true", help="UDP only")
     p.add_argument("-4", dest="ipv4", action="store_true", help="IPv4 only")
     p.add_argument("-6", dest="ipv6", action="store_true", help="IPv6 only")
-    p.add_argument("--state", action="append", metavar="STATE",
-                   help="only these states (LISTEN, ESTABLISHED, TIME_WAIT, CLOSE_WAIT, UNCONN, ...); "
-                        "repeat or comma-separate")  # fmt: skip
+    p.add_argument(
+        "--state",
+        action="append",
+        metavar="STATE",
+        help="only these states (LISTEN, ESTABLISHED, TIME_WAIT, CLOSE_WAIT, UNCONN, ...); "
+        "repeat or comma-separate",
+    )
     p.add_argument("--port", metavar="PORTS", help="local or remote port: 22, 80,443, 8000-8100, ssh")
     p.add_argument("--pid", action="append", metavar="PID", help="only sockets held by this process")
     p.add_argument("--process", metavar="NAME", help="only sockets of processes whose name contains NAME")
     p.add_argument("--exposed", action="store_true", help="only sockets reachable from other hosts")
     p.add_argument("-n", "--numeric", action="store_true", help="no service or user names")
-    p.add_argument("--no-owners", action="store_true",
-                   help="skip finding owning processes (the /proc/*/fd pass): faster on huge hosts")  # fmt: skip
+    p.add_argument(
+        "--no-owners",
+        action="store_true",
+        help="skip finding owning processes (the /proc/*/fd pass): faster on huge hosts",
+    )
     output.add_format_options(p)
 
 

@@ -15,8 +15,12 @@ _PORTISH = re.compile(r"^[\d,\s/a-z-]*\d[\d,\s/a-z-]*$|^-$")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("query", nargs="?", metavar="PORTS|NAME",
-                   help="443, 8000-8100, 53/udp, postgresql, elasticsearch; none: the curated list")  # fmt: skip
+    p.add_argument(
+        "query",
+        nargs="?",
+        metavar="PORTS|NAME",
+        help="443, 8000-8100, 53/udp, postgresql, elasticsearch; none: the curated list",
+    )
     p.add_argument("--category", metavar="NAME", help="web, mail, database, remote-access, ...")
     p.add_argument("-t", "--tcp", action="store_true", help="TCP only")
     p.add_argument("-u", "--udp", action="store_true", help="UDP only")
@@ -45,10 +49,14 @@ def _find(args: argparse.Namespace) -> tuple[list[ServiceInfo], list[str]]:
         if not found:
             from portscope.errors import BadInput
 
-            raise BadInput(f"unknown service {args.query!r}: give a port (443, 8000-8100) or a name (https, postgresql)")
+            raise BadInput(
+                f"unknown service {args.query!r}: give a port (443, 8000-8100) or a name (https, postgresql)"
+            )
     protos = {p for p, on in (("tcp", args.tcp), ("udp", args.udp)) if on} or {"tcp", "udp"}
-    return sorted({(s.port, s.proto, s.name): s for s in found if s.proto in protos}.values(),
-                  key=lambda s: (s.port, s.proto)), notes  # fmt: skip
+    return sorted(
+        {(s.port, s.proto, s.name): s for s in found if s.proto in protos}.values(),
+        key=lambda s: (s.port, s.proto),
+    ), notes
 
 
 def _port_notes(port: int) -> list[str]:
@@ -64,8 +72,10 @@ def _port_notes(port: int) -> list[str]:
     out = [notes[cls]]
     eph = ephemeral_range()
     if eph.contains(port):
-        out.append(f"{port} is inside this host's ephemeral range {eph.low}-{eph.high}: the kernel may give it "
-                   "to an outgoing connection, and a server binding it can then fail with 'address already in use'")  # fmt: skip
+        out.append(
+            f"{port} is inside this host's ephemeral range {eph.low}-{eph.high}: the kernel may give it "
+            "to an outgoing connection, and a server binding it can then fail with 'address already in use'"
+        )
     return out
 
 
@@ -85,16 +95,53 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         output.emit_json([s.to_dict() for s in found])
     elif args.csv:
-        header = ("port", "proto", "name", "iana_name", "category", "tls_twin", "plaintext", "loopback_only",
-                  "use", "description")  # fmt: skip
-        output.emit_csv(header, ([s.port, s.proto, s.name, s.iana_name, s.category, s.tls_twin, s.plaintext,
-                                  s.loopback_only, s.use, s.description] for s in found))  # fmt: skip
+        header = (
+            "port",
+            "proto",
+            "name",
+            "iana_name",
+            "category",
+            "tls_twin",
+            "plaintext",
+            "loopback_only",
+            "use",
+            "description",
+        )
+        output.emit_csv(
+            header,
+            (
+                [
+                    s.port,
+                    s.proto,
+                    s.name,
+                    s.iana_name,
+                    s.category,
+                    s.tls_twin,
+                    s.plaintext,
+                    s.loopback_only,
+                    s.use,
+                    s.description,
+                ]
+                for s in found
+            ),
+        )
     else:
-        rows = [[str(s.port), s.proto, s.name, s.category or "-", _flags(s) or "-",
-                 s.use or s.description or "-"] for s in found]  # fmt: skip
-        cols = [output.Column("PORT", "right"), output.Column("PROTO"), output.Column("NAME", max_width=18),
-                output.Column("CATEGORY"), output.Column("NOTES", max_width=24), output.Column("USE", max_width=40)]  # fmt: skip
-        renamed = [f"{s.port}/{s.proto}: IANA calls it {s.iana_name}; people running it mean {s.name}"
-                   for s in found if s.iana_name and s.iana_name != s.name and "curated" in s.sources]  # fmt: skip
+        rows = [
+            [str(s.port), s.proto, s.name, s.category or "-", _flags(s) or "-", s.use or s.description or "-"]
+            for s in found
+        ]
+        cols = [
+            output.Column("PORT", "right"),
+            output.Column("PROTO"),
+            output.Column("NAME", max_width=18),
+            output.Column("CATEGORY"),
+            output.Column("NOTES", max_width=24),
+            output.Column("USE", max_width=40),
+        ]
+        renamed = [
+            f"{s.port}/{s.proto}: IANA calls it {s.iana_name}; people running it mean {s.name}"
+            for s in found
+            if s.iana_name and s.iana_name != s.name and "curated" in s.sources
+        ]
         output.emit_table(cols, rows, notes + renamed + ([] if found else ["no registered service"]))
     return 0 if found else 1

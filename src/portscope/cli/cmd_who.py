@@ -30,11 +30,35 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         output.emit_json([p.to_dict() for p in procs])
     elif args.csv:
-        header = ("pid", "name", "user", "unit", "container", "started", "exe", "cmdline", *sockview.CSV_HEADER)
-        output.emit_csv(header, (
-            [p.pid, p.name, p.user, p.unit, p.container, p.started, p.exe, p.cmdline, *sockview.csv_row(s)]
-            for p in procs for s in p.sockets
-        ))  # fmt: skip
+        header = (
+            "pid",
+            "name",
+            "user",
+            "unit",
+            "container",
+            "started",
+            "exe",
+            "cmdline",
+            *sockview.CSV_HEADER,
+        )
+        output.emit_csv(
+            header,
+            (
+                [
+                    p.pid,
+                    p.name,
+                    p.user,
+                    p.unit,
+                    p.container,
+                    p.started,
+                    p.exe,
+                    p.cmdline,
+                    *sockview.csv_row(s),
+                ]
+                for p in procs
+                for s in p.sockets
+            ),
+        )
     else:
         _human(procs, unowned, snap, args.port)
     hidden = snap.hidden_note()
@@ -62,10 +86,14 @@ def _human(procs: list[ProcessInfo], unowned: list[Socket], snap: Snapshot, port
     for p in procs:
         user = p.user or (str(p.uid) if p.uid is not None else "?")
         rows = [
-            ["pid", str(p.pid)], ["user", user], ["command", p.cmdline or p.name],
+            ["pid", str(p.pid)],
+            ["user", user],
+            ["command", p.cmdline or p.name],
             ["exe", p.exe or "? (unreadable: another user's process needs root)"],
-            ["started", p.started or "?"], ["unit", p.unit or "-"], ["container", p.container or "-"],
-        ]  # fmt: skip
+            ["started", p.started or "?"],
+            ["unit", p.unit or "-"],
+            ["container", p.container or "-"],
+        ]
         rows += [["socket", _describe(s)] for s in p.sockets]
         output.emit_table([output.Column(p.name), output.Column("")], rows)
     if unowned:

@@ -58,14 +58,19 @@ def emit_table(
     stream: TextIO | None = None,
 ) -> None:
     stream = stream or sys.stdout
+    # Titles can carry data too (`who` titles each table with the process name).
+    safe_cols = [Column(clean(c.title), c.justify, c.max_width) for c in columns]
     safe_rows = [[clean(cell) for cell in row] for row in rows]
+    safe_notes = [clean(n) for n in notes]
     if fancy(stream):
-        _rich_table(columns, safe_rows, notes, stream)
+        _rich_table(safe_cols, safe_rows, safe_notes, stream)
         return
-    _plain_table(columns, safe_rows, notes, stream)
+    _plain_table(safe_cols, safe_rows, safe_notes, stream)
 
 
-def _plain_table(columns: Sequence[Column], rows: list[list[str]], notes: Sequence[str], stream: TextIO) -> None:
+def _plain_table(
+    columns: Sequence[Column], rows: list[list[str]], notes: Sequence[str], stream: TextIO
+) -> None:
     widths = [len(c.title) for c in columns]
     for row in rows:
         for i, cell in enumerate(row):
@@ -77,7 +82,7 @@ def _plain_table(columns: Sequence[Column], rows: list[list[str]], notes: Sequen
         if i == last and c.justify == "left":
             fmts.append("{}")
         else:
-            fmts.append("{:>%d}" % widths[i] if c.justify == "right" else "{:<%d}" % widths[i])
+            fmts.append(f"{{:{'>' if c.justify == 'right' else '<'}{widths[i]}}}")
     line_fmt = "  ".join(fmts)
     out = [line_fmt.format(*[c.title for c in columns]).rstrip()]
     out.extend(line_fmt.format(*row).rstrip() for row in rows)
@@ -86,7 +91,9 @@ def _plain_table(columns: Sequence[Column], rows: list[list[str]], notes: Sequen
     stream.write("\n")
 
 
-def _rich_table(columns: Sequence[Column], rows: list[list[str]], notes: Sequence[str], stream: TextIO) -> None:
+def _rich_table(
+    columns: Sequence[Column], rows: list[list[str]], notes: Sequence[str], stream: TextIO
+) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -95,8 +102,12 @@ def _rich_table(columns: Sequence[Column], rows: list[list[str]], notes: Sequenc
     console = Console(file=stream, highlight=False)
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
     for c in columns:
-        table.add_column(c.title, justify="right" if c.justify == "right" else "left",
-                         max_width=c.max_width, overflow="fold")  # fmt: skip
+        table.add_column(
+            Text(c.title),
+            justify="right" if c.justify == "right" else "left",
+            max_width=c.max_width,
+            overflow="fold",
+        )
     for row in rows:
         table.add_row(*[Text(cell) for cell in row])  # Text(): never interpret [markup] in data
     console.print(table)

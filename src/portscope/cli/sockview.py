@@ -9,9 +9,24 @@ from portscope.cli.output import Column
 from portscope.model import ProcessRef, Socket
 
 CSV_HEADER = (
-    "proto", "family", "state", "local_address", "local_port", "remote_address", "remote_port",
-    "recv_q", "send_q", "inode", "uid", "user", "service", "exposure", "v6only", "interface", "processes",
-)  # fmt: skip
+    "proto",
+    "family",
+    "state",
+    "local_address",
+    "local_port",
+    "remote_address",
+    "remote_port",
+    "recv_q",
+    "send_q",
+    "inode",
+    "uid",
+    "user",
+    "service",
+    "exposure",
+    "v6only",
+    "interface",
+    "processes",
+)
 
 EXPOSURE_NOTES = {
     "all": "exposure all: 0.0.0.0 accepts connections on every IPv4 address of this host",

@@ -7,7 +7,9 @@ from portscope.model import ProcessInfo
 from portscope.registry import PortSpec
 
 
-def holders(ports: PortSpec, protos: tuple[str, ...] = ("tcp", "udp")) -> tuple[list[ProcessInfo], snapshot.Snapshot]:
+def holders(
+    ports: PortSpec, protos: tuple[str, ...] = ("tcp", "udp")
+) -> tuple[list[ProcessInfo], snapshot.Snapshot]:
     """Processes whose sockets have a local port in `ports` (any state), and the snapshot behind it.
 
     Only the local port counts, as with `fuser 22/tcp`: a client connected to someone's port 22 does
@@ -22,9 +24,16 @@ def holders(ports: PortSpec, protos: tuple[str, ...] = ("tcp", "udp")) -> tuple[
             if info is None:
                 d = procinfo.details(ref.pid)
                 info = by_pid[ref.pid] = ProcessInfo(
-                    pid=ref.pid, name=ref.name, uid=d.uid, user=d.user, cmdline=d.cmdline, exe=d.exe,
-                    started=d.started, unit=d.unit, container=d.container,
-                )  # fmt: skip
+                    pid=ref.pid,
+                    name=ref.name,
+                    uid=d.uid,
+                    user=d.user,
+                    cmdline=d.cmdline,
+                    exe=d.exe,
+                    started=d.started,
+                    unit=d.unit,
+                    container=d.container,
+                )
             if s not in info.sockets:
                 info.sockets.append(s)
     return sorted(by_pid.values(), key=lambda p: p.pid), snap

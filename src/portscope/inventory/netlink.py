@@ -64,10 +64,22 @@ def dump(proto: str, family: int, states: int) -> Iterator[RawSocket]:
         # A large receive buffer lets the kernel fill 32 KiB dump skbs instead of one page each.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         req = _REQ.pack(
-            _REQ.size, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0,
-            family, PROTOS[proto], 0, states,
-            0, 0, b"", b"", 0, b"\xff" * 8,
-        )  # fmt: skip
+            _REQ.size,
+            SOCK_DIAG_BY_FAMILY,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            1,
+            0,
+            family,
+            PROTOS[proto],
+            0,
+            states,
+            0,
+            0,
+            b"",
+            b"",
+            0,
+            b"\xff" * 8,
+        )
         try:
             sock.send(req)
         except OSError as exc:
@@ -98,17 +110,26 @@ def _read(sock: socket.socket, family: int) -> Iterator[RawSocket]:
                     raise NetlinkUnavailable(errno, "sock_diag dump failed")
                 return
             if mtype == SOCK_DIAG_BY_FAMILY and length >= _MSG_SIZE:
-                (_, _, _, _, _, fam, state, _, _, sport, dport, src, dst, ifx, _, _, rq, wq, uid, ino) = unpack(
-                    buf, off
+                (_, _, _, _, _, fam, state, _, _, sport, dport, src, dst, ifx, _, _, rq, wq, uid, ino) = (
+                    unpack(buf, off)
                 )
                 v6only = None
                 if is_v6 and length > _MSG_SIZE:
                     v6only = _find_v6only(buf, off + _MSG_SIZE, off + length)
                 yield RawSocket(
-                    fam, state,
-                    ((sport & 0xFF) << 8) | (sport >> 8), ((dport & 0xFF) << 8) | (dport >> 8),
-                    src, dst, rq, wq, uid, ino, ifx, v6only,
-                )  # fmt: skip
+                    fam,
+                    state,
+                    ((sport & 0xFF) << 8) | (sport >> 8),
+                    ((dport & 0xFF) << 8) | (dport >> 8),
+                    src,
+                    dst,
+                    rq,
+                    wq,
+                    uid,
+                    ino,
+                    ifx,
+                    v6only,
+                )
             off += (length + 3) & ~3
 
 

@@ -8,6 +8,7 @@ CAP_SYS_PTRACE) are recorded, so the caller can say what it could not see instea
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -32,10 +33,8 @@ def scan(wanted: set[int] | None = None, count_fds: bool = False, proc: str = "/
         try:
             dfd = os.open(f"{proc}/{name}/fd", o_flags)
         except PermissionError:
-            try:
+            with contextlib.suppress(OSError):
                 out.denied[pid] = os.stat(f"{proc}/{name}").st_uid
-            except OSError:
-                pass
             continue
         except OSError:
             continue  # exited, or a kernel thread without an fd table

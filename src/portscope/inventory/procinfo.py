@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from portscope.inventory.users import user_name
 
@@ -68,7 +68,7 @@ def start_time(pid: int, proc: str = "/proc") -> str | None:
     except (IndexError, ValueError):
         return None
     when = boot + ticks / os.sysconf("SC_CLK_TCK")
-    return datetime.fromtimestamp(when, timezone.utc).astimezone().isoformat(timespec="seconds")
+    return datetime.fromtimestamp(when, UTC).astimezone().isoformat(timespec="seconds")
 
 
 def unit_and_container(cgroup_text: str) -> tuple[str | None, str | None]:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from portscope.inventory.netlink import RawSocket
 
-_FILES = {
+_FILES: dict[tuple[str, int], str] = {
     ("tcp", socket.AF_INET): "/proc/net/tcp",
     ("tcp", socket.AF_INET6): "/proc/net/tcp6",
     ("udp", socket.AF_INET): "/proc/net/udp",
@@ -29,7 +29,7 @@ def dump(proto: str, family: int, states: int, root: str = "") -> Iterator[RawSo
     """Same contract as netlink.dump; `root` lets tests point at a copy of /proc/net."""
     path = root + _FILES[(proto, family)]
     try:
-        handle = open(path, encoding="ascii")
+        handle = open(path, encoding="ascii")  # noqa: SIM115 - closed by the `with` below
     except FileNotFoundError:
         return  # e.g. IPv6 disabled: no sockets of that family
     with handle:
@@ -45,6 +45,16 @@ def dump(proto: str, family: int, states: int, root: str = "") -> Iterator[RawSo
             raddr, rport = f[2].split(":")
             txq, rxq = f[4].split(":")
             yield RawSocket(
-                family, state, int(lport, 16), int(rport, 16), _addr(laddr), _addr(raddr),
-                int(rxq, 16), int(txq, 16), int(f[7]), int(f[9]), 0, None,
-            )  # fmt: skip
+                family,
+                state,
+                int(lport, 16),
+                int(rport, 16),
+                _addr(laddr),
+                _addr(raddr),
+                int(rxq, 16),
+                int(txq, 16),
+                int(f[7]),
+                int(f[9]),
+                0,
+                None,
+            )

@@ -22,7 +22,7 @@ from portscope.registry import PortSpec, ephemeral_range, service_name
 
 LISTENING = frozenset({"LISTEN", "UNCONN"})
 FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
-_FAMILY_NAME = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
+_FAMILY_NAME: dict[int, str] = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
 
 
 @dataclass(slots=True)
@@ -224,13 +224,18 @@ def _take_psutil(query: Query) -> Snapshot:
     kinds |= {("udp", socket.AF_INET): "udp4", ("udp", socket.AF_INET6): "udp6"}
     sockets: list[Socket] = []
     try:
-        conns = [(p, f, c) for p in query.protos for f in query.families
-                 for c in psutil.net_connections(kind=kinds[(p, FAMILIES[f])])]  # fmt: skip
+        conns = [
+            (p, f, c)
+            for p in query.protos
+            for f in query.families
+            for c in psutil.net_connections(kind=kinds[(p, FAMILIES[f])])
+        ]
     except psutil.AccessDenied as exc:
         raise CannotDo("listing sockets needs administrator rights on this OS") from exc
     names: dict[int, str] = {}
     for proto, fam, c in conns:
-        state = "UNCONN" if proto == "udp" and not c.raddr else c.status.replace("NONE", "UNCONN")
+        # psutil says NONE for all UDP; ss says ESTAB for a connect()ed one
+        state = ("ESTABLISHED" if c.raddr else "UNCONN") if proto == "udp" else c.status
         if query.states is not None and state not in query.states:
             continue
         lport = c.laddr.port if c.laddr else 0
@@ -253,7 +258,24 @@ def _take_psutil(query: Query) -> Snapshot:
                     names[c.pid] = "?"
             procs.append(ProcessRef(c.pid, names[c.pid], c.fd))
         sockets.append(
-            Socket(proto, fam, state, laddr, lport, raddr, rport, None, None, 0, None, None,
-                   decoder.service(proto, lport, rport), exposure, None, None, procs)
-        )  # fmt: skip
+            Socket(
+                proto,
+                fam,
+                state,
+                laddr,
+                lport,
+                raddr,
+                rport,
+                None,
+                None,
+                0,
+                None,
+                None,
+                decoder.service(proto, lport, rport),
+                exposure,
+                None,
+                None,
+                procs,
+            )
+        )
     return Snapshot(sockets=list(_filter_owners(sockets, query)), source="psutil")

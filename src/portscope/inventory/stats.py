@@ -49,19 +49,19 @@ class Stats:
             "ephemeral_range": {"low": eph.low, "high": eph.high, "size": eph.size, "source": eph.source},
             "ephemeral_ports_in_use": self.ephemeral_ports_in_use,
             "time_wait": self.time_wait,
-            "busiest_destination": None if self.busiest_destination is None else dict(
-                zip(("address", "port", "connections"), self.busiest_destination, strict=True)
-            ),
+            "busiest_destination": None
+            if self.busiest_destination is None
+            else dict(zip(("address", "port", "connections"), self.busiest_destination, strict=True)),
             "close_wait": [{"pid": p, "name": n, "count": c} for p, n, c in self.close_wait],
             "fd_pressure": [
                 {"pid": p, "name": n, "user": u, "open": o, "limit": lim, "ratio": round(o / lim, 3)}
                 for p, n, u, o, lim in self.fd_pressure
             ],
-            "system_fds": None if self.system_fds is None else dict(
-                zip(("allocated", "max"), self.system_fds, strict=True)
-            ),
+            "system_fds": None
+            if self.system_fds is None
+            else dict(zip(("allocated", "max"), self.system_fds, strict=True)),
             "findings": [f.to_dict() for f in self.findings],
-        }  # fmt: skip
+        }
 
 
 def _system_fds() -> tuple[int, int] | None:
@@ -124,27 +124,52 @@ def findings(st: Stats) -> list[Finding]:
     out: list[Finding] = []
     for pid, name, n in st.close_wait:
         if n >= CLOSE_WAIT_WARN:
-            out.append(Finding("warning", "close_wait_leak",
-                f"{name} (pid {pid}) has {n} sockets in CLOSE_WAIT: the peer closed them and the application "
-                "never did; it is leaking connections (check its connection pool / close() calls)"))  # fmt: skip
+            out.append(
+                Finding(
+                    "warning",
+                    "close_wait_leak",
+                    f"{name} (pid {pid}) has {n} sockets in CLOSE_WAIT: the peer closed them and the application "
+                    "never did; it is leaking connections (check its connection pool / close() calls)",
+                )
+            )
     size = st.ephemeral.size
     if st.time_wait and st.time_wait >= EPHEMERAL_WARN_RATIO * size:
-        out.append(Finding("warning", "time_wait_exhaustion",
-            f"{st.time_wait} TIME_WAIT sockets against {size} ephemeral ports: new outgoing connections "
-            "may fail; reuse connections (pooling, keep-alive), or consider net.ipv4.tcp_tw_reuse=1"))  # fmt: skip
+        out.append(
+            Finding(
+                "warning",
+                "time_wait_exhaustion",
+                f"{st.time_wait} TIME_WAIT sockets against {size} ephemeral ports: new outgoing connections "
+                "may fail; reuse connections (pooling, keep-alive), or consider net.ipv4.tcp_tw_reuse=1",
+            )
+        )
     if st.busiest_destination and st.busiest_destination[2] >= EPHEMERAL_WARN_RATIO * size:
         addr, port, n = st.busiest_destination
-        out.append(Finding("warning", "ephemeral_exhaustion",
-            f"{n} connections to {addr}:{port} use {n * 100 // size}% of the {size} ephemeral ports "
-            f"({st.ephemeral.low}-{st.ephemeral.high}) available per destination"))  # fmt: skip
+        out.append(
+            Finding(
+                "warning",
+                "ephemeral_exhaustion",
+                f"{n} connections to {addr}:{port} use {n * 100 // size}% of the {size} ephemeral ports "
+                f"({st.ephemeral.low}-{st.ephemeral.high}) available per destination",
+            )
+        )
     for pid, name, user, open_fds, limit in st.fd_pressure:
         who = f"{name} (pid {pid}{', user ' + user if user else ''})"
-        out.append(Finding("warning", "fd_limit",
-            f"{who} has {open_fds} of {limit} open files allowed: near 'Too many open files'; raise "
-            "LimitNOFILE= in its unit or nofile in /etc/security/limits.conf"))  # fmt: skip
+        out.append(
+            Finding(
+                "warning",
+                "fd_limit",
+                f"{who} has {open_fds} of {limit} open files allowed: near 'Too many open files'; raise "
+                "LimitNOFILE= in its unit or nofile in /etc/security/limits.conf",
+            )
+        )
     if st.system_fds and st.system_fds[0] >= FD_WARN_RATIO * st.system_fds[1]:
-        out.append(Finding("warning", "system_fd_limit",
-            f"{st.system_fds[0]} of {st.system_fds[1]} file handles allocated system-wide (fs.file-max)"))  # fmt: skip
+        out.append(
+            Finding(
+                "warning",
+                "system_fd_limit",
+                f"{st.system_fds[0]} of {st.system_fds[1]} file handles allocated system-wide (fs.file-max)",
+            )
+        )
     return out
 
 
