@@ -4,7 +4,7 @@ Tests need real sockets owned by another process (as in production), so they run
 the interpreter, read one JSON line describing what it opened, then compare portscope with `ss`.
 Kept to the standard library so it also runs as another user or inside a network namespace.
 
-argv[1] is a JSON list of specs: {"kind": ..., "addr": ..., "v6only": ..., "name": ..., "count": ...}
+argv[1] is a JSON list of specs: {"kind": ..., "addr": ..., "port": ..., "v6only": ..., "name": ..., "count": ...}
 kinds: tcp-listen, udp, udp-connected, tcp-pair (listener + connected client + accepted server side,
 with `unread` bytes left in the server's receive queue), close-wait (`count` connections the peer
 closed and we never did), fork-listen (a listener that a forked child also holds), fds (`count` open
@@ -26,11 +26,11 @@ def family(addr: str) -> int:
     return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
-def listener(addr: str, v6only: int | None = None, backlog: int = 17) -> socket.socket:
+def listener(addr: str, v6only: int | None = None, backlog: int = 17, port: int = 0) -> socket.socket:
     s = socket.socket(family(addr), socket.SOCK_STREAM)
     if v6only is not None:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
-    s.bind((addr, 0))
+    s.bind((addr, port))
     s.listen(backlog)
     return s
 
@@ -44,7 +44,7 @@ def main() -> None:
         addr = spec.get("addr", "127.0.0.1")
         entry: dict[str, object] = {"kind": kind, "addr": addr}
         if kind == "tcp-listen":
-            s = listener(addr, spec.get("v6only"))
+            s = listener(addr, spec.get("v6only"), port=spec.get("port", 0))
             keep.append(s)
             entry["port"] = s.getsockname()[1]
         elif kind in ("udp", "udp-connected"):

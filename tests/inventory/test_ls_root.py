@@ -67,6 +67,8 @@ def test_specific_address_in_namespace(netns: str) -> None:
             {"kind": "tcp-listen", "addr": "192.0.2.10"},
             {"kind": "tcp-listen", "addr": "127.0.0.1"},
             {"kind": "udp", "addr": "192.0.2.10"},
+            # memcached's port on every interface: the seeds say caches never leave loopback
+            {"kind": "tcp-listen", "addr": "0.0.0.0", "port": 11211},
         ],
         netns=netns,
     )
@@ -77,14 +79,20 @@ def test_specific_address_in_namespace(netns: str) -> None:
         assert sorted((s["proto"], s["local_address"], s["local_port"]) for s in mine) == sorted(
             (s["proto"], s["local_address"], s["local_port"]) for s in theirs
         )
-        assert len(mine) == 3
+        assert len(mine) == 4
         exposure = {(s["proto"], s["local_address"]): s["exposure"] for s in mine}
         assert exposure == {
             ("tcp", "192.0.2.10"): "address",
             ("tcp", "127.0.0.1"): "loopback",
             ("udp", "192.0.2.10"): "address",
+            ("tcp", "0.0.0.0"): "all",
         }
         exposed = portscope_json("ls", "--exposed", netns=netns)
-        assert {s["local_address"] for s in exposed} == {"192.0.2.10"}
+        assert {s["local_address"] for s in exposed} == {"192.0.2.10", "0.0.0.0"}
+        table = portscope("ls", netns=netns).stdout.splitlines()
+        warnings = [line for line in table if line.startswith("warning:")]
+        assert warnings == [
+            "warning: 11211/tcp (memcached) listens on all interfaces: keep it on loopback or a private network"
+        ]
     finally:
         host.stop()

@@ -18,7 +18,7 @@ def test_close_wait_leak_and_fd_pressure_are_found() -> None:
     )
     try:
         proc = portscope("stats", "--json")
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode == 1, proc.stderr  # findings: a negative answer
         st = json.loads(proc.stdout)
         assert {"pid": host.pid, "name": "python3", "count": 12} in st["close_wait"] or any(
             c["pid"] == host.pid and c["count"] == 12 for c in st["close_wait"]

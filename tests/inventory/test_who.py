@@ -40,7 +40,7 @@ def test_who_human_output_and_nothing_holds() -> None:
         port = host.report["sockets"][0]["port"]
         proc = portscope("who", str(port))
         assert proc.returncode == 0
-        assert f"{host.pid}" in proc.stdout and f"127.0.0.1:{port}" in proc.stdout
+        assert f"pid {host.pid}, user " in proc.stdout and f"tcp LISTEN 127.0.0.1:{port} -> *" in proc.stdout
     finally:
         host.stop()
     gone = portscope("who", f"{port}/tcp")

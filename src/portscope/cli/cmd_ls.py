@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         wide = query.states != snapshot.LISTENING
         rows = [sockview.row(s, wide, args.numeric) for s in sockets]
-        notes = [] if wide else sockview.exposure_notes(sockets)
+        notes = sockview.exposure_warnings(sockets)
+        if not wide:
+            notes = sockview.exposure_notes(sockets) + notes
         if not sockets:
             notes = ["no socket matches"]
         output.emit_table(sockview.columns(wide, args.numeric), rows, notes)

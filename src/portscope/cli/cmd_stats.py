@@ -51,4 +51,4 @@ def run(args: argparse.Namespace) -> int:
         )
     if st.owners_hidden:
         output.note(st.owners_hidden)
-    return 0
+    return 1 if st.findings else 0

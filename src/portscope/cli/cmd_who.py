@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 from portscope.cli import output, sockview
@@ -83,11 +84,11 @@ def _human(procs: list[ProcessInfo], unowned: list[Socket], snap: Snapshot, port
     if not procs and not unowned:
         output.emit_table([output.Column("PORT")], [], [f"nothing holds {port}"])
         return
-    for p in procs:
+    for i, p in enumerate(procs):
         user = p.user or (str(p.uid) if p.uid is not None else "?")
+        if i:
+            sys.stdout.write("\n")
         rows = [
-            ["pid", str(p.pid)],
-            ["user", user],
             ["command", p.cmdline or p.name],
             ["exe", p.exe or "? (unreadable: another user's process needs root)"],
             ["started", p.started or "?"],
@@ -95,8 +96,10 @@ def _human(procs: list[ProcessInfo], unowned: list[Socket], snap: Snapshot, port
             ["container", p.container or "-"],
         ]
         rows += [["socket", _describe(s)] for s in p.sockets]
-        output.emit_table([output.Column(p.name), output.Column("")], rows)
+        output.emit_table([output.Column(p.name), output.Column(f"pid {p.pid}, user {user}")], rows)
     if unowned:
+        if procs:
+            sys.stdout.write("\n")
         rows = [[_describe(s), orphan_reason(s, snap)] for s in unowned]
         output.emit_table([output.Column("SOCKET WITHOUT PROCESS"), output.Column("WHY")], rows)
 

@@ -82,6 +82,33 @@ def exposure_notes(sockets: Sequence[Socket]) -> list[str]:
     return [EXPOSURE_NOTES[k] for k in ("loopback", "all", "all6", "address") if k in seen]
 
 
+def exposure_warnings(sockets: Sequence[Socket]) -> list[str]:
+    """The seeds' rule: databases, caches and control APIs never listen beyond loopback or a private
+    network. Warn for wildcard binds and public addresses of services the registry flags."""
+    import ipaddress
+
+    from portscope.registry import lookup_port
+
+    out: list[str] = []
+    seen: set[tuple[str, int, str]] = set()
+    for s in sockets:
+        if s.state not in ("LISTEN", "UNCONN") or s.exposure == "loopback":
+            continue
+        if s.exposure == "address" and ipaddress.ip_address(s.local_address).is_private:
+            continue
+        key = (s.proto, s.local_port, s.local_address)
+        info = next(iter(lookup_port(s.local_port, s.proto)), None)
+        if info is None or not info.loopback_only or key in seen:
+            continue
+        seen.add(key)
+        where = "all interfaces" if s.exposure == "all" else f"public address {s.local_address}"
+        out.append(
+            f"warning: {s.local_port}/{s.proto} ({info.name}) listens on {where}: "
+            "keep it on loopback or a private network"
+        )
+    return out
+
+
 def columns(wide: bool, numeric: bool) -> list[Column]:
     cols = [Column("PROTO")]
     if wide:
