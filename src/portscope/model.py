@@ -95,3 +95,46 @@ class ProcessInfo:
             "container": self.container,
             "sockets": [s.to_dict() for s in self.sockets],
         }
+
+
+# Reachability vocabulary (DESIGN.md): what a check concluded, and the observation that decided it.
+STATUSES = ("open", "closed", "filtered", "unreachable", "unresolved", "open|filtered")
+REASONS = (
+    "syn-ack",  # TCP handshake completed: something listens
+    "conn-refused",  # TCP RST: host reached, nothing listening (or a REJECT with tcp reset)
+    "no-response",  # nothing came back within the timeout, after every retry
+    "host-unreach",  # ICMP host unreachable / no neighbour answered ARP/NDP
+    "net-unreach",  # ICMP network unreachable, or no route here
+    "admin-prohibited",  # ICMP communication administratively prohibited (a firewall REJECT)
+    "icmp-port-unreach",  # UDP: ICMP port unreachable, the kernel's "nothing listens"
+    "udp-response",  # UDP: the service answered our request
+    "dns-failure",  # the name did not resolve
+)
+
+
+@dataclass(slots=True)
+class CheckResult:
+    """One port of one address, as `check` and `scan` report it."""
+
+    host: str  # what the user typed (name or address)
+    address: str | None  # the address tried; None when the name did not resolve
+    port: int
+    proto: str  # tcp | udp
+    status: str  # one of STATUSES
+    reason: str  # one of REASONS
+    latency_ms: float | None = None  # time to the deciding answer; None when nothing answered
+    service: str | None = None  # the registry's name for the port
+    error: str | None = None  # the OS's words for a failure (strerror), when there was one
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "address": self.address,
+            "port": self.port,
+            "proto": self.proto,
+            "status": self.status,
+            "reason": self.reason,
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
+            "service": self.service,
+            "error": self.error,
+        }

@@ -1,0 +1,102 @@
+"""How check and scan results read: the table, and the sentence that says what each answer means.
+
+The seeds teach three readings of a connection attempt (success, refused, timeout); these sentences are
+those lessons, so the user learns where to look next instead of guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from portscope.cli.output import Column
+from portscope.model import CheckResult
+
+CSV_HEADER = ("host", "address", "port", "proto", "status", "reason", "latency_ms", "service", "error")
+
+
+def explain(r: CheckResult, timeout: float | None = None) -> str:
+    """One sentence: what the answer means and where to look next."""
+    where = f"{r.port}/{r.proto}"
+    waited = f" within {timeout:g} s" if timeout else ""
+    if r.status == "open":
+        if r.proto == "udp":
+            return f"{where}: the service answered our request: something listens and speaks the protocol"
+        return f"{where}: the handshake completed: a process accepts connections here"
+    if r.status == "closed":
+        if r.proto == "udp":
+            return f"{where}: ICMP port unreachable: the host is up and nothing listens on this port"
+        return (
+            f"{where}: connection refused (TCP reset): the host is reachable but nothing listens on this "
+            "port, or a firewall rejects it; on the server check `portscope ls` and the service's bind address"
+        )
+    if r.status == "filtered":
+        if r.reason == "admin-prohibited":
+            return (
+                f"{where}: a firewall answered 'administratively prohibited': a REJECT rule blocks this port"
+            )
+        return (
+            f"{where}: no answer{waited}: something on the path drops the packets (a firewall DROP rule, "
+            "a security group), or the host is down"
+        )
+    if r.status == "open|filtered":
+        return (
+            f"{where}: no answer{waited}: UDP services often ignore requests they do not understand, and "
+            "firewalls drop silently; open, or filtered"
+        )
+    if r.status == "unreachable":
+        kind = "network" if r.reason == "net-unreach" else "host"
+        return (
+            f"{where}: {kind} unreachable ({r.error or r.reason}): no route, or a router/this host's "
+            "neighbour discovery says the address does not answer; check the address and routing (`ip route get`)"
+        )
+    if r.status == "unresolved":
+        return f"{r.host}: the name did not resolve ({r.error or 'no address'}): check its spelling and DNS"
+    return f"{where}: {r.status} ({r.reason})"
+
+
+def latency(r: CheckResult) -> str:
+    return "-" if r.latency_ms is None else f"{r.latency_ms:.1f} ms"
+
+
+def columns(with_host: bool) -> list[Column]:
+    cols = [Column("HOST"), Column("ADDRESS")] if with_host else [Column("ADDRESS")]
+    return [
+        *cols,
+        Column("PORT", "right"),
+        Column("PROTO"),
+        Column("STATUS"),
+        Column("REASON"),
+        Column("LATENCY", "right"),
+        Column("SERVICE", max_width=16),
+    ]
+
+
+def row(r: CheckResult, with_host: bool) -> list[str]:
+    cells = [r.host, r.address or "-"] if with_host else [r.address or "-"]
+    return [*cells, str(r.port), r.proto, r.status, r.reason, latency(r), r.service or "-"]
+
+
+def csv_row(r: CheckResult) -> list[object]:
+    d = r.to_dict()
+    return [d[k] for k in CSV_HEADER]
+
+
+def sort_key(r: CheckResult) -> tuple[object, ...]:
+    import ipaddress
+
+    addr = ipaddress.ip_address(r.address) if r.address else None
+    return (r.host, addr is None, addr.version if addr else 0, int(addr) if addr else 0, r.proto, r.port)
+
+
+def explanations(results: Sequence[CheckResult], timeout: float | None) -> list[str]:
+    """One sentence per distinct (port, proto, status): the same lesson is not repeated per address."""
+    seen: set[tuple[int, str, str, str]] = set()
+    out = []
+    for r in results:
+        key = (r.port, r.proto, r.status, r.reason)
+        if r.status == "unresolved":
+            key = (0, r.host, r.status, "")
+        if key not in seen:
+            seen.add(key)
+            out.append(explain(r, timeout))
+    return out

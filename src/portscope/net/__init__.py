@@ -1,0 +1,1 @@
+"""Reaching ports over the network: targets, one check, the scan engine."""
