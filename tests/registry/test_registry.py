@@ -135,3 +135,12 @@ def test_ephemeral_range_is_the_kernels() -> None:
     eph = registry.ephemeral_range()
     assert (eph.low, eph.high, eph.size) == (low, high, high - low + 1)
     assert eph.contains(low) and eph.contains(high) and not eph.contains(high + 1)
+
+
+def test_names_table_is_the_first_iana_name_of_every_port() -> None:
+    """names.txt (the hot path's table) and iana.tsv come from one build: they must agree."""
+    primary = iana.primary_names()
+    full = iana.load()
+    assert len(primary) == len(full)
+    for (port, proto), entries in full.items():
+        assert primary[registry.name_key(port, proto)] == entries[0][0]

@@ -146,15 +146,15 @@ def _write_files(
     from portscope.cli import scan_formats
 
     cmdline = "portscope " + " ".join(sys.argv[1:])
-    for path, text in (
-        (
-            args.xml,
-            lambda: scan_formats.to_xml(
-                results, cmdline, started, finished, "udp" if proto == "udp" else "connect", proto, ports
-            ),
-        ),
-        (args.grepable, lambda: scan_formats.to_grepable(results, cmdline, started, finished)),
-    ):
+
+    def xml() -> str:
+        scan_type = "udp" if proto == "udp" else "connect"
+        return scan_formats.to_xml(results, cmdline, started, finished, scan_type, proto, ports)
+
+    def grepable() -> str:
+        return scan_formats.to_grepable(results, cmdline, started, finished)
+
+    for path, text in ((args.xml, xml), (args.grepable, grepable)):
         if not path:
             continue
         if path == "-":

@@ -37,10 +37,43 @@ def fancy(stream: TextIO | None = None) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
+ORJSON_ABOVE = 500  # items
+
+
+def _default(obj: Any) -> Any:
+    to_dict = getattr(obj, "to_dict", None)
+    if to_dict is None:
+        raise TypeError(f"cannot serialise {type(obj).__name__}")
+    return to_dict()
+
+
 def emit_json(data: Any, stream: TextIO | None = None) -> None:
+    """JSON on one line. Model dataclasses may be passed as they are: their fields are the JSON form.
+
+    orjson writes 100k sockets about ten times faster than the json module, but it cannot escape
+    non-ASCII; output that holds any (a process name with C1 or bidi characters) is re-encoded with
+    ensure_ascii, which escapes every control and C1 character, so JSON is terminal-safe as written.
+    """
     stream = stream or sys.stdout
-    # ensure_ascii escapes every control and C1 character, so JSON is terminal-safe as written.
-    stream.write(json.dumps(data, indent=None, separators=(",", ":")))
+    if not isinstance(data, list) or len(data) < ORJSON_ABOVE:
+        stream.write(json.dumps(data, indent=None, separators=(",", ":"), default=_default))
+        stream.write("\n")
+        return
+    import orjson  # 5 ms to import: worth it only for big outputs
+
+    raw = orjson.dumps(data, default=_default)
+    if raw.isascii():
+        buffer = getattr(stream, "buffer", None)
+        if buffer is not None:
+            stream.flush()
+            buffer.write(raw)
+            buffer.write(b"\n")
+            buffer.flush()
+        else:
+            stream.write(raw.decode("ascii") + "\n")
+        return
+    data = json.loads(raw)
+    stream.write(json.dumps(data, indent=None, separators=(",", ":"), default=_default))
     stream.write("\n")
 
 

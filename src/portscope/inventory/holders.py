@@ -34,6 +34,8 @@ def holders(
                     unit=d.unit,
                     container=d.container,
                 )
-            if s not in info.sockets:
+            # identity, not ==: a server process can hold 25k accepted sockets on one port, and
+            # comparing each with every other would be quadratic
+            if not info.sockets or info.sockets[-1] is not s:
                 info.sockets.append(s)
     return sorted(by_pid.values(), key=lambda p: p.pid), snap

@@ -44,7 +44,7 @@ def dump(proto: str, family: int, states: int, root: str = "") -> Iterator[RawSo
             laddr, lport = f[1].split(":")
             raddr, rport = f[2].split(":")
             txq, rxq = f[4].split(":")
-            yield RawSocket(
+            yield (
                 family,
                 state,
                 int(lport, 16),

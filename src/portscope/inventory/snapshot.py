@@ -18,7 +18,7 @@ from portscope.inventory.netlink import RawSocket
 from portscope.inventory.states import ALL_TCP_MASK, TCP_STATES, UDP_STATES, kernel_mask
 from portscope.inventory.users import user_name
 from portscope.model import ProcessRef, Socket
-from portscope.registry import PortSpec, ephemeral_range, service_name
+from portscope.registry import PortSpec, ephemeral_range, service_names
 
 LISTENING = frozenset({"LISTEN", "UNCONN"})
 FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
@@ -73,22 +73,24 @@ def _backend() -> str:
 
 
 class _Decoder:
-    """Turns RawSockets into model Sockets, caching per-address work shared by many sockets."""
+    """Turns RawSockets into model Sockets. 100k sockets share a few dozen addresses, ports and
+    users, so every derived string is computed once and looked up after: the per-socket work is a
+    handful of dict lookups and one constructor call."""
 
     def __init__(self) -> None:
-        self.addr_cache: dict[bytes, tuple[str, str]] = {}
+        self.addr_cache: dict[tuple[int, bytes], tuple[str, str]] = {}
         eph = ephemeral_range()
         self.eph_low, self.eph_high = eph.low, eph.high
         self.if_names: dict[int, str | None] = {}
+        self.names: dict[int, str] | None = None  # registry.service_names(), loaded at the first socket
+        self.users: dict[int, str | None] = {}
 
     def address(self, family: int, raw: bytes) -> tuple[str, str]:
         """(text, exposure) for an address."""
-        key = raw if family == socket.AF_INET6 else raw[:4]
-        hit = self.addr_cache.get(key)
+        hit = self.addr_cache.get((family, raw))
         if hit is None:
-            text = socket.inet_ntop(family, key)
-            hit = (text, exposure_of(text))
-            self.addr_cache[key] = hit
+            text = socket.inet_ntop(family, raw if family == socket.AF_INET6 else raw[:4])
+            hit = self.addr_cache[(family, raw)] = (text, exposure_of(text))
         return hit
 
     def interface(self, index: int) -> str | None:
@@ -101,32 +103,42 @@ class _Decoder:
 
     def service(self, proto: str, lport: int, rport: int) -> str | None:
         """The server side's name: the local port unless it looks like a client's ephemeral port."""
-        name = service_name(lport, proto)
+        names = self.names
+        if names is None:
+            names = self.names = service_names()
+        udp = proto == "udp"
+        name = names.get(lport * 2 + udp)
         if name and (rport == 0 or not self.eph_low <= lport <= self.eph_high):
             return name
-        return (service_name(rport, proto) if rport else None) or name
+        return (names.get(rport * 2 + udp) if rport else None) or name
+
+    def user(self, uid: int) -> str | None:
+        try:
+            return self.users[uid]
+        except KeyError:
+            name = self.users[uid] = user_name(uid)
+            return name
 
     def decode(self, proto: str, r: RawSocket) -> Socket:
-        table = TCP_STATES if proto == "tcp" else UDP_STATES
-        laddr, exposure = self.address(r.family, r.src)
-        raddr = self.address(r.family, r.dst)[0]
+        family, state, sport, dport, src, dst, recv_q, send_q, uid, inode, ifindex, v6only = r
+        laddr, exposure = self.address(family, src)
         return Socket(
-            proto=proto,
-            family=_FAMILY_NAME[r.family],
-            state=table.get(r.state, str(r.state)),
-            local_address=laddr,
-            local_port=r.sport,
-            remote_address=raddr,
-            remote_port=r.dport,
-            recv_q=r.recv_q,
-            send_q=r.send_q,
-            inode=r.inode,
-            uid=r.uid,
-            user=user_name(r.uid),
-            service=self.service(proto, r.sport, r.dport),
-            exposure=exposure,
-            v6only=r.v6only,
-            interface=self.interface(r.ifindex) if r.ifindex else None,
+            proto,
+            _FAMILY_NAME[family],
+            (TCP_STATES if proto == "tcp" else UDP_STATES).get(state) or str(state),
+            laddr,
+            sport,
+            self.address(family, dst)[0],
+            dport,
+            recv_q,
+            send_q,
+            inode,
+            uid,
+            self.user(uid),
+            self.service(proto, sport, dport),
+            exposure,
+            v6only,
+            self.interface(ifindex) if ifindex else None,
         )
 
 
@@ -139,14 +151,14 @@ def exposure_of(address: str) -> str:
     return "address"
 
 
-def _raw_sockets(backend: str, proto: str, family: int, states: frozenset[str] | None) -> Iterator[RawSocket]:
+def _raw_sockets(backend: str, proto: str, family: int, states: frozenset[str] | None) -> Iterable[RawSocket]:
+    """The dump's own generator, not a wrapper: each generator layer costs per socket."""
     mask = ALL_TCP_MASK if states is None else kernel_mask(set(states), proto)
     if not mask:
-        return
+        return ()
     if backend == "netlink":
-        yield from netlink.dump(proto, family, mask)
-    else:
-        yield from procnet.dump(proto, family, mask)
+        return netlink.dump(proto, family, mask)
+    return procnet.dump(proto, family, mask)
 
 
 def take(query: Query) -> Snapshot:
@@ -159,23 +171,78 @@ def take(query: Query) -> Snapshot:
         return _take_linux(query, "proc")
 
 
+def _decode_all(
+    decoder: _Decoder, proto: str, family: int, raws: Iterable[RawSocket], query: Query
+) -> list[Socket]:
+    """decode() unrolled for a whole dump: the hot loop of `ls -a` on a host with 100k sockets, so
+    every lookup is a local dict access and only the first socket of an address, port or user pays
+    for computing its text."""
+    ports = query.ports
+    exposed = query.exposed
+    states = TCP_STATES if proto == "tcp" else UDP_STATES
+    fam_name = _FAMILY_NAME[family]
+    addrs: dict[bytes, tuple[str, str]] = {}
+    users = decoder.users
+    service = decoder.service
+    services: dict[tuple[int, int], str | None] = {}
+    eph_low, eph_high = decoder.eph_low, decoder.eph_high
+    out: list[Socket] = []
+    append = out.append
+    for _fam, state, sport, dport, src, dst, recv_q, send_q, uid, inode, ifindex, v6only in raws:
+        if ports is not None and not (
+            ports.contains(sport, proto) or (dport and ports.contains(dport, proto))
+        ):
+            continue
+        local = addrs.get(src)
+        if local is None:
+            local = addrs[src] = decoder.address(family, src)
+        if exposed and local[1] == "loopback":
+            continue
+        remote = addrs.get(dst)
+        if remote is None:
+            remote = addrs[dst] = decoder.address(family, dst)
+        # a client's ephemeral port names nothing: key the cache on the server port only
+        skey = (sport, dport) if eph_low <= sport <= eph_high else (sport, 0)
+        try:
+            name = services[skey]
+        except KeyError:
+            name = services[skey] = service(proto, sport, dport)
+        try:
+            user = users[uid]
+        except KeyError:
+            user = decoder.user(uid)
+        append(
+            Socket(
+                proto,
+                fam_name,
+                states.get(state) or str(state),
+                local[0],
+                sport,
+                remote[0],
+                dport,
+                recv_q,
+                send_q,
+                inode,
+                uid,
+                user,
+                name,
+                local[1],
+                v6only,
+                decoder.interface(ifindex) if ifindex else None,
+            )
+        )
+    return out
+
+
 def _take_linux(query: Query, backend: str) -> Snapshot:
     decoder = _Decoder()
-    decode = decoder.decode
-    ports = query.ports
     sockets: list[Socket] = []
     for proto in query.protos:
         for fam_name in query.families:
             family = FAMILIES[fam_name]
-            for r in _raw_sockets(backend, proto, family, query.states):
-                if ports is not None and not (
-                    ports.contains(r.sport, proto) or (r.dport and ports.contains(r.dport, proto))
-                ):
-                    continue
-                s = decode(proto, r)
-                if query.exposed and s.exposure == "loopback":
-                    continue
-                sockets.append(s)
+            sockets += _decode_all(
+                decoder, proto, family, _raw_sockets(backend, proto, family, query.states), query
+            )
     snap = Snapshot(sockets=sockets, source=backend, owners_checked=query.owners)
     if query.owners or query.pids or query.process:
         _attach_owners(snap, query)
@@ -184,6 +251,8 @@ def _take_linux(query: Query, backend: str) -> Snapshot:
 
 def _attach_owners(snap: Snapshot, query: Query) -> None:
     wanted = {s.inode for s in snap.sockets if s.inode}
+    if not wanted and not query.count_fds:
+        return  # nothing to attribute: skip walking every fd on the host
     result = owners.scan(wanted, count_fds=query.count_fds)
     snap.denied, snap.fd_counts, snap.owners_checked = result.denied, result.fd_counts, True
     names: dict[int, str] = {}
@@ -191,7 +260,7 @@ def _attach_owners(snap: Snapshot, query: Query) -> None:
         holders = result.by_inode.get(s.inode) if s.inode else None
         if holders:
             refs = []
-            for pid, fd in sorted(holders):
+            for pid, fd in sorted(holders) if len(holders) > 1 else holders:
                 name = names.get(pid)
                 if name is None:
                     name = names[pid] = owners.comm(pid)

@@ -8,7 +8,6 @@ use" that comes and goes), which is exactly what users need to be told.
 from __future__ import annotations
 
 import functools
-import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -51,6 +50,8 @@ def ephemeral_range() -> EphemeralRange:
         except (OSError, ValueError):
             return EphemeralRange(32768, 60999, "Linux default (ip_local_port_range unreadable)")
     if sys.platform == "darwin":
+        import subprocess
+
         try:
             out = subprocess.run(
                 ["sysctl", "-n", "net.inet.ip.portrange.first", "net.inet.ip.portrange.last"],
