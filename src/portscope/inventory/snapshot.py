@@ -178,6 +178,7 @@ def _decode_all(
     every lookup is a local dict access and only the first socket of an address, port or user pays
     for computing its text."""
     ports = query.ports
+    port_set = ports.as_set(proto) if ports is not None else None
     exposed = query.exposed
     states = TCP_STATES if proto == "tcp" else UDP_STATES
     fam_name = _FAMILY_NAME[family]
@@ -189,7 +190,10 @@ def _decode_all(
     out: list[Socket] = []
     append = out.append
     for _fam, state, sport, dport, src, dst, recv_q, send_q, uid, inode, ifindex, v6only in raws:
-        if ports is not None and not (
+        if port_set is not None:  # a few ports: a set lookup, no call
+            if sport not in port_set and (not dport or dport not in port_set):
+                continue
+        elif ports is not None and not (
             ports.contains(sport, proto) or (dport and ports.contains(dport, proto))
         ):
             continue

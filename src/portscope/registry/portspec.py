@@ -14,6 +14,7 @@ from portscope.errors import BadInput
 
 PROTOS = ("tcp", "udp")
 MAX_PORT = 65535
+SET_LIMIT = 4096  # ports; a bigger spec is tested against its ranges
 VALID_FORMS = "22, 22/tcp, 53/udp, 80,443, 8000-8100, ssh,https or - for all"
 
 
@@ -35,6 +36,7 @@ class PortSpec:
     tcp: tuple[tuple[int, int], ...] = ()
     udp: tuple[tuple[int, int], ...] = ()
     _lows: dict[str, list[int]] = field(default_factory=dict, compare=False, repr=False)
+    _sets: dict[str, frozenset[int] | None] = field(default_factory=dict, compare=False, repr=False)
 
     def _ranges(self, proto: str) -> tuple[tuple[int, int], ...]:
         return self.tcp if proto == "tcp" else self.udp if proto == "udp" else ()
@@ -48,6 +50,12 @@ class PortSpec:
             lows = self._lows[proto] = [r[0] for r in ranges]
         i = bisect.bisect_right(lows, port) - 1
         return i >= 0 and port <= ranges[i][1]
+
+    def as_set(self, proto: str = "tcp") -> frozenset[int] | None:
+        """The ports as a set, for `port in s` in a hot loop; None when the spec is too big for one."""
+        if proto not in self._sets:
+            self._sets[proto] = frozenset(self.ports(proto)) if self.count(proto) <= SET_LIMIT else None
+        return self._sets[proto]
 
     def ports(self, proto: str = "tcp") -> list[int]:
         return [p for low, high in self._ranges(proto) for p in range(low, high + 1)]
