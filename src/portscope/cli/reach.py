@@ -6,6 +6,7 @@ those lessons, so the user learns where to look next instead of guessing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from portscope.cli.output import Column
@@ -82,10 +83,18 @@ def csv_row(r: CheckResult) -> list[object]:
 
 
 def sort_key(r: CheckResult) -> tuple[object, ...]:
+    return (r.host, *_address_key(r.address), r.proto, r.port)
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_key(address: str | None) -> tuple[bool, int, int]:
+    """Numeric order (10.0.0.9 before 10.0.0.10); cached because a scan has many ports per address."""
     import ipaddress
 
-    addr = ipaddress.ip_address(r.address) if r.address else None
-    return (r.host, addr is None, addr.version if addr else 0, int(addr) if addr else 0, r.proto, r.port)
+    if address is None:
+        return (True, 0, 0)
+    addr = ipaddress.ip_address(address.split("%", 1)[0])
+    return (False, addr.version, int(addr))
 
 
 def explanations(results: Sequence[CheckResult], timeout: float | None) -> list[str]:

@@ -42,8 +42,9 @@ def run_scan(
             stream = scan_udp(pairs, wanted, opts, payload_for)
         else:
             stream = scan_tcp(pairs, wanted, opts)
+        names = {port: service_name(port, proto) for port in wanted}
         for r in stream:
-            r.service = service_name(r.port, proto)
+            r.service = names[r.port]
             yield r
 
 
