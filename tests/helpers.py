@@ -90,17 +90,44 @@ def _command(user: str | None, *args: str) -> tuple[list[str], dict[str, str]]:
     return [python, *args], {"PYTHONPATH": copy}
 
 
+@functools.cache
+def offline_prefix() -> list[str] | None:
+    """Run a command in a fresh, empty network namespace (only lo, up): its DNS lookups fail at once.
+
+    Why: a test of an unresolvable name must not send a query to the machine's real resolver (our
+    traffic stays on this host). `unshare -rn` needs no root where user namespaces are allowed.
+    """
+    prefix = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    if shutil.which("unshare") is None:
+        return None
+    probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10)
+    return prefix if probe.returncode == 0 else None
+
+
 def netns_prefix(netns: str | None) -> list[str]:
     return ["ip", "netns", "exec", netns] if netns else []
 
 
 def portscope(
-    *args: str, user: str | None = None, netns: str | None = None, env: dict[str, str] | None = None
+    *args: str,
+    user: str | None = None,
+    netns: str | None = None,
+    env: dict[str, str] | None = None,
+    offline: bool = False,
 ) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; offline=True: in an empty network namespace (see offline_prefix)."""
     argv, extra = _command(user, "-m", "portscope", *args)
     full_env = dict(os.environ, NO_COLOR="1", **extra, **(env or {}))
+    prefix = netns_prefix(netns)
+    if offline:
+        isolated = offline_prefix()
+        if isolated is None:
+            import pytest
+
+            pytest.skip("needs `unshare -rn` (user namespaces) or root, to resolve names without the network")
+        prefix = isolated
     return subprocess.run(
-        [*netns_prefix(netns), *argv],
+        [*prefix, *argv],
         capture_output=True,
         text=True,
         timeout=60,

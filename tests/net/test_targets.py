@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from portscope.errors import BadInput
 from portscope.net.targets import expand, read_target_file
+from tests.helpers import portscope
 
 
 def _addrs(items: list[str], **kw: object) -> list[str | None]:
@@ -55,9 +57,16 @@ def test_exclusions_and_family() -> None:
 
 
 def test_unresolvable_name_is_a_result_not_a_crash() -> None:
-    targets = expand(["no-such-host.invalid", "127.0.0.1"])
-    assert targets[0].address is None and targets[0].error
-    assert targets[1].address == "127.0.0.1"
+    # In an empty network namespace, so the lookup never reaches the machine's real resolver.
+    proc = portscope("check", "no-such-host.invalid", "1", offline=True)
+    assert proc.returncode == 2 and "no-such-host.invalid" in proc.stderr
+    proc = portscope("scan", "no-such-host.invalid", "127.0.0.1", "-p", "1", "--json", offline=True)
+    assert proc.returncode == 1, proc.stderr
+    by_host = {r["host"]: r for r in json.loads(proc.stdout)}
+    assert by_host["no-such-host.invalid"]["status"] == "unresolved"
+    assert by_host["no-such-host.invalid"]["reason"] == "dns-failure"
+    assert by_host["no-such-host.invalid"]["address"] is None
+    assert by_host["127.0.0.1"]["status"] == "closed"
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-u", "--udp", action="store_true", help="UDP: a protocol request where we know one")
     p.add_argument("-4", dest="ipv4", action="store_true", help="IPv4 addresses only")
     p.add_argument("-6", dest="ipv6", action="store_true", help="IPv6 addresses only")
-    p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per try (default 3)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="how long a silent port is waited for, retries included (default 3)",
+    )
     p.add_argument("--retries", type=int, default=1, metavar="N", help="tries after a silent one (default 1)")
     output.add_format_options(p)
 

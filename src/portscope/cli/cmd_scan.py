@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--timeout",
         type=float,
         metavar="SECONDS",
-        help="per try; default: adaptive, from measured round-trip times",
+        help="how long a silent port is waited for, retries included; default: per host, from measured round trips",
     )
     p.add_argument("--retries", type=int, default=1, metavar="N", help="tries after a silent one (default 1)")
     p.add_argument(

@@ -64,7 +64,7 @@ class RateGate:
         if now < self.next_at:
             return False
         # Idle time does not bank credit: a pause followed by a burst is what the rate forbids.
-        self.next_at = max(self.next_at, now - self.interval) + self.interval
+        self.next_at = max(self.next_at, now) + self.interval
         return True
 
     def wait(self, now: float) -> float:
