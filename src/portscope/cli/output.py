@@ -93,7 +93,12 @@ def emit_table(
     stream = stream or sys.stdout
     # Titles can carry data too (`who` titles each table with the process name).
     safe_cols = [Column(clean(c.title), c.justify, c.max_width) for c in columns]
-    safe_rows = [[clean(cell) for cell in row] for row in rows]
+    # Cleaned in place: a second copy of 100k rows would be ~30 MB for nothing.
+    safe_rows: list[Sequence[str]] = rows if isinstance(rows, list) else list(rows)
+    for i, row in enumerate(safe_rows):
+        cleaned = [clean(cell) for cell in row]
+        if cleaned != row:
+            safe_rows[i] = cleaned
     safe_notes = [clean(n) for n in notes]
     if fancy(stream):
         _rich_table(safe_cols, safe_rows, safe_notes, stream)
@@ -102,7 +107,7 @@ def emit_table(
 
 
 def _plain_table(
-    columns: Sequence[Column], rows: list[list[str]], notes: Sequence[str], stream: TextIO
+    columns: Sequence[Column], rows: Sequence[Sequence[str]], notes: Sequence[str], stream: TextIO
 ) -> None:
     widths = [len(c.title) for c in columns]
     for row in rows:
@@ -117,15 +122,16 @@ def _plain_table(
         else:
             fmts.append(f"{{:{'>' if c.justify == 'right' else '<'}{widths[i]}}}")
     line_fmt = "  ".join(fmts)
-    out = [line_fmt.format(*[c.title for c in columns]).rstrip()]
-    out.extend(line_fmt.format(*row).rstrip() for row in rows)
-    out.extend(notes)
-    stream.write("\n".join(out))
-    stream.write("\n")
+    stream.write(line_fmt.format(*[c.title for c in columns]).rstrip() + "\n")
+    fmt = line_fmt.format
+    for start in range(0, len(rows), 4096):  # bounded chunks: no 100k-line string in memory
+        stream.write("".join(fmt(*row).rstrip() + "\n" for row in rows[start : start + 4096]))
+    if notes:
+        stream.write("\n".join(notes) + "\n")
 
 
 def _rich_table(
-    columns: Sequence[Column], rows: list[list[str]], notes: Sequence[str], stream: TextIO
+    columns: Sequence[Column], rows: Sequence[Sequence[str]], notes: Sequence[str], stream: TextIO
 ) -> None:
     from rich import box
     from rich.console import Console

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from portscope.errors import CannotDo
@@ -238,8 +238,23 @@ def _decode_all(
     return out
 
 
+BACKGROUND_ABOVE = 20_000  # sockets on the host; below, a fork costs more than the overlap saves
+
+
+def _busy_host() -> bool:
+    """Many sockets in use (the kernel's own count, one small read): worth a parallel fd pass."""
+    try:
+        with open("/proc/net/sockstat", "rb") as f:
+            first = f.readline().split()  # b"sockets: used N"
+        return int(first[2]) > BACKGROUND_ABOVE
+    except (OSError, IndexError, ValueError):
+        return False
+
+
 def _take_linux(query: Query, backend: str) -> Snapshot:
     decoder = _Decoder()
+    wants_owners = query.owners or bool(query.pids) or bool(query.process)
+    background = owners.scan_in_background(query.count_fds) if wants_owners and _busy_host() else None
     sockets: list[Socket] = []
     for proto in query.protos:
         for fam_name in query.families:
@@ -248,16 +263,21 @@ def _take_linux(query: Query, backend: str) -> Snapshot:
                 decoder, proto, family, _raw_sockets(backend, proto, family, query.states), query
             )
     snap = Snapshot(sockets=sockets, source=backend, owners_checked=query.owners)
-    if query.owners or query.pids or query.process:
-        _attach_owners(snap, query)
+    if wants_owners:
+        _attach_owners(snap, query, background)
     return snap
 
 
-def _attach_owners(snap: Snapshot, query: Query) -> None:
+def _attach_owners(
+    snap: Snapshot, query: Query, background: Callable[[set[int] | None], owners.OwnerScan] | None = None
+) -> None:
     wanted = {s.inode for s in snap.sockets if s.inode}
-    if not wanted and not query.count_fds:
+    if background is not None:
+        result = background(wanted)
+    elif not wanted and not query.count_fds:
         return  # nothing to attribute: skip walking every fd on the host
-    result = owners.scan(wanted, count_fds=query.count_fds)
+    else:
+        result = owners.scan(wanted, count_fds=query.count_fds)
     snap.denied, snap.fd_counts, snap.owners_checked = result.denied, result.fd_counts, True
     names: dict[int, str] = {}
     for s in snap.sockets:
