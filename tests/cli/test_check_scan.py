@@ -145,3 +145,18 @@ def test_bad_scan_input_is_one_line_and_exit_2(args: list[str], needle: str) -> 
     assert proc.returncode == 2
     assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_udp_silence_next_to_icmp_refusals_is_flagged_as_rate_limiting() -> None:
+    from portscope.cli.reach import icmp_rate_limit_notes
+    from portscope.model import CheckResult
+
+    def r(port: int, status: str, addr: str = "198.18.0.2") -> CheckResult:
+        return CheckResult("h", addr, port, "udp", status, "no-response")
+
+    limited = [r(1, "closed"), *(r(p, "open|filtered") for p in range(2, 14))]
+    (note,) = icmp_rate_limit_notes(limited)
+    assert "198.18.0.2" in note and "12 stayed silent" in note and "--rate 1" in note
+    # All silent (a firewall drops everything), or few silent: no such guess.
+    assert icmp_rate_limit_notes([r(p, "open|filtered") for p in range(20)]) == []
+    assert icmp_rate_limit_notes([r(1, "closed"), r(2, "open|filtered")]) == []

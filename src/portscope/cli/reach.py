@@ -56,7 +56,9 @@ def explain(r: CheckResult, timeout: float | None = None) -> str:
 
 
 def latency(r: CheckResult) -> str:
-    return "-" if r.latency_ms is None else f"{r.latency_ms:.1f} ms"
+    if r.latency_ms is None:
+        return "-"
+    return f"{r.latency_ms * 1000:.0f} µs" if r.latency_ms < 1 else f"{r.latency_ms:.1f} ms"
 
 
 def columns(with_host: bool) -> list[Column]:
@@ -108,4 +110,25 @@ def explanations(results: Sequence[CheckResult], timeout: float | None) -> list[
         if key not in seen:
             seen.add(key)
             out.append(explain(r, timeout))
-    return out
+    return out + icmp_rate_limit_notes(results)
+
+
+def icmp_rate_limit_notes(results: Sequence[CheckResult]) -> list[str]:
+    """Warn where silence may be ICMP rate limiting rather than a listening or filtered port.
+
+    Why: a host that answers some UDP ports with ICMP port unreachable is not dropping ICMP; when
+    many others stay silent, the likely cause is its ICMP rate limit (Linux: about one error per
+    second per peer after a small burst), and those ports may well be closed.
+    """
+    counts: dict[str, list[int]] = {}
+    for r in results:
+        if r.proto == "udp" and r.address and r.status in ("closed", "open|filtered"):
+            c = counts.setdefault(r.address, [0, 0])
+            c[r.status == "open|filtered"] += 1
+    return [
+        f"udp on {addr}: {closed} port(s) answered ICMP port unreachable but {silent} stayed silent: "
+        "the host probably rate-limits ICMP errors (Linux: about one per second), so some silent ports "
+        f"may be closed; re-scan them slowly (`--rate 1`) to tell"
+        for addr, (closed, silent) in counts.items()
+        if closed and silent >= 10
+    ]
