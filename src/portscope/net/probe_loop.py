@@ -205,7 +205,7 @@ class _Loop:
             # Loopback and local refusals are decided inside connect(): no poller round trip.
             err = s.getsockopt(_SOL, _SO_ERROR) or errno.EINPROGRESS
         if err and err != errno.EINPROGRESS:
-            return self._failed(idx, s, err, now)
+            return self._failed(idx, s, err, time.monotonic())
         fd = s.fileno()
         flight.socks.append(s)
         flight.sent += 1
