@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from portscope.cli import output, reach
 from portscope.cli.cmd_check import check_timing, family
-from portscope.errors import BadInput
+from portscope.errors import BadInput, CannotDo
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -33,6 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-sT", dest="tcp", action="store_true", help="TCP connect scan (the default)")
     p.add_argument("-sU", dest="udp", action="store_true", help="UDP scan")
+    p.add_argument(
+        "-sS",
+        dest="syn",
+        action="store_true",
+        help="half-open SYN scan over raw sockets (root or CAP_NET_RAW)",
+    )
     p.add_argument("-4", dest="ipv4", action="store_true", help="IPv4 addresses only")
     p.add_argument("-6", dest="ipv6", action="store_true", help="IPv6 addresses only")
     p.add_argument("-iL", dest="input_list", metavar="FILE", help="read targets from FILE (- for stdin)")
@@ -75,6 +81,15 @@ def _validate(args: argparse.Namespace) -> None:
         raise BadInput(f"--rate {args.rate:g} is out of range: give probes per second, e.g. 1000")
     if args.tcp and args.udp:
         raise BadInput("-sT and -sU together: run one scan per protocol")
+    if args.syn and (args.udp or args.tcp):
+        raise BadInput("-sS is a TCP scan of its own: give it without -sT or -sU")
+    if args.syn:
+        from portscope.net import syn_scan
+
+        if not syn_scan.available():
+            raise CannotDo(
+                "-sS sends raw packets: run as root or with CAP_NET_RAW, or drop -sS for a connect scan"
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +112,11 @@ def run(args: argparse.Namespace) -> int:
             f"this scan sends {total} probes: add --yes if you mean it, or narrow the targets or ports"
         )
     opts = ScanOptions(
-        timeout=args.timeout, concurrency=args.concurrency, rate=args.rate, retries=args.retries
+        timeout=args.timeout,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        retries=args.retries,
+        syn=args.syn,
     )
     started = time.time()
     results = _collect(run_scan(found, ports, proto, opts), total, args)
@@ -148,7 +167,7 @@ def _write_files(
     cmdline = "portscope " + " ".join(sys.argv[1:])
 
     def xml() -> str:
-        scan_type = "udp" if proto == "udp" else "connect"
+        scan_type = "udp" if proto == "udp" else ("syn" if args.syn else "connect")
         return scan_formats.to_xml(results, cmdline, started, finished, scan_type, proto, ports)
 
     def grepable() -> str:

@@ -43,6 +43,7 @@ class ScanOptions:
     rate: float | None = None
     retries: int = 1
     workers: int = 0  # 0: decide from the scan's size and this machine's cores
+    syn: bool = False  # raw half-open SYN scan (root / CAP_NET_RAW; see syn_scan)
 
 
 def scan_tcp(
@@ -92,7 +93,12 @@ def _scan(
     ]
     proto = "udp" if udp else "tcp"
     nh = len(addrs)
-    stream = probe_loop.run(plans[0]) if workers == 1 else _fan_out(plans)
+    loop = probe_loop.run
+    if opts.syn and not udp:
+        from portscope.net import syn_scan
+
+        loop = syn_scan.run
+    stream = loop(plans[0]) if workers == 1 else _fan_out(plans, loop)
     for idx, code, err, lat in stream:
         status, reason = V.VERDICTS[code]
         host, address = targets[idx % nh]
@@ -114,7 +120,10 @@ def _auto_workers(total: int, udp: bool) -> int:
     return max(1, min(MAX_WORKERS, cpu_count(), total // FORK_ABOVE))
 
 
-def _fan_out(plans: list[probe_loop.Plan]) -> Iterator[probe_loop.Result]:
+Loop = Callable[[probe_loop.Plan], Iterator[probe_loop.Result]]
+
+
+def _fan_out(plans: list[probe_loop.Plan], loop: Loop) -> Iterator[probe_loop.Result]:
     """Run each plan in a forked child; merge their records as they arrive."""
     children: dict[int, int] = {}  # read fd -> pid
     try:
@@ -123,7 +132,7 @@ def _fan_out(plans: list[probe_loop.Plan]) -> Iterator[probe_loop.Result]:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the child's coverage is its records
                 os.close(r)
-                _child(plan, w)
+                _child(plan, w, loop)
             os.close(w)
             children[r] = pid
         yield from _merge(children)
@@ -173,7 +182,7 @@ def _merge(children: dict[int, int]) -> Iterator[probe_loop.Result]:
         raise RuntimeError(f"a scan worker failed (wait status {failed[0]})")
 
 
-def _child(plan: probe_loop.Plan, w: int) -> None:
+def _child(plan: probe_loop.Plan, w: int, loop: Loop) -> None:
     """A worker's life: scan its share, stream records, never return into the parent's code."""
     code = 0
     _die_with_parent()
@@ -189,7 +198,7 @@ def _child(plan: probe_loop.Plan, w: int) -> None:
 
     plan.idle = flush
     try:
-        for rec in probe_loop.run(plan):
+        for rec in loop(plan):
             buf += _REC.pack(*rec)
             now = time.monotonic()
             if len(buf) >= 8192 or now - last > _FLUSH_EVERY:

@@ -164,9 +164,52 @@ class _Loop:
     def _start(self, idx: int, now: float) -> Result | None:
         """First try of a port; a result when the answer is already known (loopback, no route)."""
         host = idx % self.nh
-        flight = _Flight(now, host, 0, [])
-        self.live[idx] = flight
+        if not self.p.udp:
+            # Fast path: on loopback and LANs most ports are refused inside connect() itself, and
+            # such a port needs no flight record, no poller registration and no deadline.
+            try:
+                s, err = self._connect(host, self.p.ports[idx // self.nh], details_first=False)
+            except OSError as exc:
+                self.live[idx] = _Flight(now, host, 0, [])
+                self._starve(idx, exc)
+                return None
+            if err == errno.ECONNREFUSED:
+                s.close()
+                done = time.monotonic()
+                self.rtt.sample(host, done - now)
+                self.starved = 0
+                return (idx, V.CLOSED, err, int((done - now) * 1e6))
+            self.live[idx] = _Flight(now, host, 0, [])
+            return self._settle(idx, s, err, now)
+        self.live[idx] = _Flight(now, host, 0, [])
         return self._try(idx, now)
+
+    def _connect(self, host: int, port: int, details_first: bool) -> tuple[socket.socket, int]:
+        """A non-blocking TCP connect and what is known at once (0: still pending).
+
+        ICMP details (IP_RECVERR) are switched on after connect() returns: an ICMP answer takes at
+        least a round trip, and the common loopback refusal then costs one syscall less. Only a
+        refusal with host/net unreachable inside connect() itself (a local REJECT) is redone with
+        them on first, to tell 'administratively prohibited' from 'no route'.
+        """
+        p = self.p
+        family = p.families[host]
+        s = socket.socket(family, socket.SOCK_STREAM | _NONBLOCK)
+        if not _NONBLOCK:
+            s.setblocking(False)
+        if details_first:
+            V.enable_icmp_details(s, family)
+        err = s.connect_ex((p.addrs[host], port))
+        if err == errno.EINPROGRESS:
+            err = s.getsockopt(_SOL, _SO_ERROR)
+            if not err:
+                if not details_first:
+                    V.enable_icmp_details(s, family)
+                return s, 0
+        if err in (errno.EHOSTUNREACH, errno.ENETUNREACH) and not details_first:
+            s.close()
+            return self._connect(host, port, details_first=True)
+        return s, err
 
     def _try(self, idx: int, now: float) -> Result | None:
         flight = self.live[idx]
@@ -181,37 +224,42 @@ class _Loop:
             flight.sent += 1
             heapq.heappush(self.heap, (now + self._step(host), idx))
             return None
-        family = p.families[host]
         try:
-            s = socket.socket(family, (socket.SOCK_DGRAM if p.udp else socket.SOCK_STREAM) | _NONBLOCK)
+            if p.udp:
+                family = p.families[host]
+                s = socket.socket(family, socket.SOCK_DGRAM | _NONBLOCK)
+                if not _NONBLOCK:
+                    s.setblocking(False)
+                V.enable_icmp_details(s, family)
+                err = s.connect_ex((p.addrs[host], port))
+                if not err:
+                    try:
+                        s.send(self._payload(port))
+                    except OSError as exc:
+                        err = exc.errno or 0
+            else:
+                s, err = self._connect(host, port, details_first=False)
         except OSError as exc:
             self._starve(idx, exc)
             return None
-        if not _NONBLOCK:
-            s.setblocking(False)
-        V.enable_icmp_details(s, family)
-        err = s.connect_ex((p.addrs[host], port))
-        if p.udp and not err:
-            try:
-                s.send(self._payload(port))
-            except OSError as exc:
-                err = exc.errno or 0
+        return self._settle(idx, s, err, now)
+
+    def _settle(self, idx: int, s: socket.socket, err: int, now: float) -> Result | None:
+        """After a try's connect/send: a result if it is decided, else wait for it in the poller."""
         if err in V.RESOURCE_ERRNOS:
             s.close()
             self._starve(idx, OSError(err, ""))
             return None
         self.starved = 0
-        if not p.udp and err == errno.EINPROGRESS:
-            # Loopback and local refusals are decided inside connect(): no poller round trip.
-            err = s.getsockopt(_SOL, _SO_ERROR) or errno.EINPROGRESS
         if err and err != errno.EINPROGRESS:
             return self._failed(idx, s, err, time.monotonic())
+        flight = self.live[idx]
         fd = s.fileno()
         flight.socks.append(s)
         flight.sent += 1
         self.by_fd[fd] = idx
-        self.poller.register(fd, self.poller.READ if p.udp else self.poller.WRITE)
-        heapq.heappush(self.heap, (now + self._step(host), idx))
+        self.poller.register(fd, self.poller.READ if self.p.udp else self.poller.WRITE)
+        heapq.heappush(self.heap, (now + self._step(flight.host), idx))
         return None
 
     def _step(self, host: int) -> float:
