@@ -11,6 +11,8 @@ from collections.abc import Generator
 
 import pytest
 
+pytest_plugins = ["tests.bed.fixture"]
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -1,0 +1,1 @@
+"""The network test bed: a namespace "host" with real daemons and a firewall (see bed.py)."""

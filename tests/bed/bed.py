@@ -1,0 +1,951 @@
+"""A network test bed: a namespace "host" with real daemons behind a real firewall.
+
+Why: reachability, probes and diagnosis must be tested against the behaviour of real kernels and real
+servers (a firewall that drops, one that rejects with a reset or an ICMP error, a TLS server with a bad
+certificate), not against mocks that only encode our own assumptions. A network namespace gives that
+without touching the machine's network: the bed is a separate stack joined to the root namespace (where
+the tests run) by a veth pair, so traffic to it never leaves the host.
+
+Layout of bed number X (1..200, chosen so concurrent beds do not collide):
+
+- namespace ``psbedX``; veth ``psbedXr`` (root side) <-> ``psbedXb`` (bed side)
+- root side 198.18.X.1/24 and fd70:7073:6265:X::1/64, bed side 198.18.X.2/24 and fd70:7073:6265:X::2/64
+  (198.18.0.0/15 is the RFC 2544 benchmark range; fd70:7073:6265::/48 is a ULA prefix, "psbe" in ASCII)
+- in the root namespace, ``unreachable`` routes for 198.19.X.0/24 and fd70:7073:6265:(0x8000+X)::/64:
+  a connect() to them fails at once with EHOSTUNREACH, decided by the local routing table
+- nginx, sshd, dnsmasq, redis and PostgreSQL inside the namespace, each with its own config, pid file,
+  logs and data under one temp dir; nftables table ``inet psbed`` in the namespace
+
+Everything is removed by ``down()``, by an atexit handler, and, after a crash, by ``clean_stale()``
+which every ``up()`` runs first: each bed records its owner (pid and start time) in /run/psbed, so a
+bed whose owner is gone is stale while a concurrent session's live bed is left alone.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime
+import errno
+import glob
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any, Self
+
+PREFIX = "psbed"
+STATE_DIR = Path("/run/psbed")
+CERT_HOSTNAME = "bed.test"
+WRONG_HOSTNAME = "wrong.test"
+FILTERED_RANGE = range(20000, 21000)
+MAX_INDEX = 200
+READY_TIMEOUT = 20.0
+
+STATUSES = frozenset({"open", "closed", "filtered", "unreachable", "open|filtered"})
+REASONS = frozenset(
+    {
+        "syn-ack",
+        "conn-refused",
+        "no-response",
+        "host-unreach",
+        "net-unreach",
+        "admin-prohibited",
+        "icmp-port-unreach",
+        "udp-response",
+    }
+)
+
+# What a connect() from the root namespace gets on 8083 (nft `reject with icmpx type admin-prohibited`):
+# the kernel maps ICMP type 3 code 13 to EHOSTUNREACH and ICMPv6 type 1 code 1 to EACCES. The status
+# is still admin-prohibited in both families: only the ICMP code (IP_RECVERR) tells it from host-unreach.
+ADMIN_PROHIBITED_ERRNO = {4: errno.EHOSTUNREACH, 6: errno.EACCES}
+# What a connect() to unreachable4/unreachable6 gets: the local `unreachable` route answers at once.
+UNREACHABLE_ERRNO = errno.EHOSTUNREACH
+
+_NGINX_PLAIN_PORTS = (80, 8081, 8082, 8083, 6380, 8444)
+_POSTGRES_GLOB = "/usr/lib/postgresql/*/bin/postgres"
+
+
+class BedUnavailable(RuntimeError):
+    """This machine cannot host a bed (not root, a tool or daemon missing): tests skip, not fail."""
+
+
+class BedError(RuntimeError):
+    """The bed could not be built although the machine should allow it: tests fail, with the logs."""
+
+
+def _which(name: str, *extra_dirs: str) -> str | None:
+    # Root's PATH under sudo or CI may lack /usr/sbin; daemons live there.
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", *extra_dirs])
+    return shutil.which(name, path=path)
+
+
+def _postgres_bindir() -> Path | None:
+    found = sorted(glob.glob(_POSTGRES_GLOB), key=lambda p: int(re.sub(r"\D", "", p.split("/")[4]) or 0))
+    return Path(found[-1]).parent if found else None
+
+
+def unavailable_reason() -> str | None:
+    """Say why no bed can be built here, in one line naming the fix, or None when it can."""
+    if os.geteuid() != 0:
+        return "the network test bed needs root (network namespaces, nftables); CI runs it as root"
+    missing = [
+        n
+        for n in ("ip", "nft", "nginx", "sshd", "ssh-keygen", "dnsmasq", "redis-server", "setpriv")
+        if not _which(n)
+    ]
+    bindir = _postgres_bindir()
+    if bindir is None or not (bindir / "initdb").exists():
+        missing.append("postgresql (initdb, postgres)")
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        missing.append("python package cryptography (pip install -e '.[test]')")
+    if missing:
+        return f"the network test bed needs: {', '.join(missing)} (install with scripts/apt-test-deps.sh)"
+    try:
+        import pwd
+
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "the network test bed needs the postgres user (created by the postgresql package)"
+    return None
+
+
+def _run(
+    argv: Sequence[str], *, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise BedError(
+            f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+        )
+    return proc
+
+
+def _ip(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return _run([_which("ip") or "ip", *args], check=check, stdin=stdin)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ownership records and stale beds
+
+
+def _proc_start_time(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime) after the ")" closing the command name, which may itself contain spaces.
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+def _owner_alive(record: dict[str, Any]) -> bool:
+    pid = record.get("pid")
+    return isinstance(pid, int) and _proc_start_time(pid) == record.get("start")
+
+
+def _read_record(index: int) -> dict[str, Any] | None:
+    path = STATE_DIR / f"{PREFIX}{index}.json"
+    try:
+        text = path.read_text()
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        # Claimed this instant by a concurrent up() that has not written its record yet: treat as live.
+        return {"pid": -1, "fresh": True} if age < 10 else {}
+    return data if isinstance(data, dict) else {}
+
+
+def _netns_names() -> list[str]:
+    out = _ip("netns", "list", check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _netns_pids(name: str) -> list[int]:
+    out = _ip("netns", "pids", name, check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def _unreachable6_net(index: int) -> str:
+    return f"fd70:7073:6265:{0x8000 + index:x}::/64"
+
+
+def _known_indexes() -> set[int]:
+    """Every bed index with some trace left: namespace, link, route or record."""
+    found: set[int] = set()
+    pattern = re.compile(rf"^{PREFIX}(\d+)[rb]?(?:\.json)?$")
+    names = [*_netns_names(), *(p.name for p in STATE_DIR.glob(f"{PREFIX}*"))]
+    names += [
+        line.split(":")[1].strip().split("@")[0]
+        for line in _ip("-o", "link", "show", check=False).stdout.splitlines()
+    ]
+    for name in names:
+        if m := pattern.match(name):
+            found.add(int(m.group(1)))
+    for line in _ip("route", "show", "type", "unreachable", check=False).stdout.splitlines():
+        if m := re.match(r"unreachable 198\.19\.(\d+)\.0/24", line):
+            found.add(int(m.group(1)))
+    for line in _ip("-6", "route", "show", "type", "unreachable", check=False).stdout.splitlines():
+        if (m := re.match(r"unreachable fd70:7073:6265:([0-9a-f]+)::/64", line)) and int(
+            m.group(1), 16
+        ) > 0x8000:
+            found.add(int(m.group(1), 16) - 0x8000)
+    return {i for i in found if 1 <= i <= MAX_INDEX}
+
+
+def _kill_namespace_processes(name: str, grace: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL, every process in the namespace: only ours run there."""
+    pids = _netns_pids(name)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = _netns_pids(name)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    while _netns_pids(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _remove_bed(index: int, tmpdir: str | None) -> None:
+    """Remove every trace of bed `index`; each step tolerates the thing being gone already."""
+    name = f"{PREFIX}{index}"
+    if name in _netns_names():
+        _kill_namespace_processes(name)
+        _ip("netns", "del", name, check=False)
+    # Deleting the namespace deletes the veth pair; this catches a crash between `link add` and the move.
+    _ip("link", "del", f"{name}r", check=False)
+    _ip("route", "del", "unreachable", f"198.19.{index}.0/24", check=False)
+    _ip("-6", "route", "del", "unreachable", _unreachable6_net(index), check=False)
+    if tmpdir and Path(tmpdir).name.startswith(PREFIX):
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (STATE_DIR / f"{name}.json").unlink()
+
+
+def clean_stale(*, include_live: bool = False) -> list[str]:
+    """Remove beds left by crashed runs (owner process gone); with include_live, every bed.
+
+    Why: a SIGKILLed pytest leaves a namespace, daemons and routes behind, and the next run must not
+    trip over them; a concurrent session's bed is alive and must survive.
+    """
+    removed = []
+    for index in sorted(_known_indexes()):
+        record = _read_record(index)
+        if record is not None and _owner_alive(record) and not include_live:
+            continue
+        if record is not None and record.get("fresh") and not include_live:
+            continue
+        tmpdir = record.get("tmp") if record else None
+        _remove_bed(index, tmpdir if isinstance(tmpdir, str) else None)
+        removed.append(f"{PREFIX}{index}")
+    return removed
+
+
+def _claim_index() -> int:
+    """Reserve a free bed number atomically (O_EXCL record), so concurrent up() calls never share one."""
+    STATE_DIR.mkdir(mode=0o755, exist_ok=True)
+    addrs = _ip("-o", "addr", "show", check=False).stdout
+    routes = _ip("route", "show", "table", "all", check=False).stdout
+    taken = _known_indexes()
+    for index in range(1, MAX_INDEX + 1):
+        if index in taken or f" 198.18.{index}." in addrs or f" 198.19.{index}." in addrs:
+            continue
+        if f"198.18.{index}." in routes or f"198.19.{index}." in routes:
+            continue
+        try:
+            fd = os.open(STATE_DIR / f"{PREFIX}{index}.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return index
+    raise BedError(f"no free test bed number in 1..{MAX_INDEX}: run scripts/testbed.py down")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# DNS packets, shared by readiness and the tests (hand-built so no resolver library is trusted)
+
+
+def build_dns_query(name: str, qtype: int = 1, txid: int = 0x5053) -> bytes:
+    """A recursion-desired query for one name; qtype 1 is A, 28 is AAAA."""
+    labels = b"".join(bytes([len(part)]) + part.encode("ascii") for part in name.rstrip(".").split("."))
+    return struct.pack("!HHHHHH", txid, 0x0100, 1, 0, 0, 0) + labels + b"\x00" + struct.pack("!HH", qtype, 1)
+
+
+def parse_dns_answers(packet: bytes) -> tuple[int, int, list[str]]:
+    """(txid, rcode, addresses of the A/AAAA answers) of a response; enough for a bed check."""
+    txid, flags, qdcount, ancount = struct.unpack("!HHHH", packet[:8])
+    pos = 12
+
+    def skip_name(pos: int) -> int:
+        while True:
+            length = packet[pos]
+            if length & 0xC0 == 0xC0:
+                return pos + 2
+            if length == 0:
+                return pos + 1
+            pos += 1 + length
+
+    for _ in range(qdcount):
+        pos = skip_name(pos) + 4
+    addresses = []
+    for _ in range(ancount):
+        pos = skip_name(pos)
+        rtype, _cls, _ttl, rdlength = struct.unpack("!HHIH", packet[pos : pos + 10])
+        pos += 10
+        rdata = packet[pos : pos + rdlength]
+        pos += rdlength
+        if rtype == 1 and rdlength == 4:
+            addresses.append(socket.inet_ntop(socket.AF_INET, rdata))
+        elif rtype == 28 and rdlength == 16:
+            addresses.append(socket.inet_ntop(socket.AF_INET6, rdata))
+    return txid, flags & 0xF, addresses
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Certificates
+
+
+@dataclass(frozen=True)
+class _CertPaths:
+    cert: Path
+    key: Path
+
+
+def _make_certificates(directory: Path, addr4: str, addr6: str) -> dict[str, _CertPaths]:
+    """A CA plus leaf certificates: good (bed.test + both addresses), expired, and for the wrong name.
+
+    EC P-256 keys: generating them takes milliseconds, where RSA-2048 would cost a noticeable part of up().
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    day = datetime.timedelta(days=1)
+
+    def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portscope test bed CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - day)
+        .not_valid_after(now + 30 * day)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    write_key(leaf_key, directory / "leaf.key")
+    ips = [x509.IPAddress(ipaddress.ip_address(addr4)), x509.IPAddress(ipaddress.ip_address(addr6))]
+    variants: dict[str, tuple[str, list[x509.GeneralName], datetime.datetime, datetime.datetime]] = {
+        "good": (CERT_HOSTNAME, [x509.DNSName(CERT_HOSTNAME), *ips], now - day, now + 30 * day),
+        "expired": (CERT_HOSTNAME, [x509.DNSName(CERT_HOSTNAME), *ips], now - 60 * day, now - 30 * day),
+        "wronghost": (WRONG_HOSTNAME, [x509.DNSName(WRONG_HOSTNAME)], now - day, now + 30 * day),
+    }
+    out = {}
+    for label, (cn, sans, start, end) in variants.items():
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_name)
+            .public_key(leaf_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        path = directory / f"{label}.pem"
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[label] = _CertPaths(path, directory / "leaf.key")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Daemons
+
+
+@dataclass
+class _Daemon:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    extra_logs: list[Path] = field(default_factory=list)
+
+    def log_tail(self, lines: int = 25) -> str:
+        parts = []
+        for path in [self.log, *self.extra_logs]:
+            with contextlib.suppress(OSError):
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"--- {path} ---\n" + "\n".join(text))
+        return "\n".join(parts) or "(no log output)"
+
+
+_LIVE: set[TestBed] = set()
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    for bed in list(_LIVE):
+        bed.down()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _catch_sigterm() -> None:
+    """Tear beds down on SIGTERM too (CI timeouts send it), where atexit would not run.
+
+    Only when nobody else handles SIGTERM (scripts/testbed.py does), and only from the main thread,
+    the one place Python allows it; afterwards the process still dies of SIGTERM as it would have.
+    """
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _tcp_accepts(addr: str, port: int, timeout: float = 0.3) -> bool:
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((addr, port))
+        except OSError:
+            return False
+        return True
+
+
+def _dns_answers(addr: str, timeout: float = 0.3) -> bool:
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((addr, 53))
+            s.send(build_dns_query(CERT_HOSTNAME))
+            return len(s.recv(512)) >= 12
+        except OSError:
+            return False
+
+
+class TestBed:
+    """One namespace host with real daemons and a firewall; a context manager (``with TestBed() as bed``).
+
+    Attributes after ``up()``:
+
+    - ``name``: the namespace (``ip netns exec NAME ...``); ``index``: its number X
+    - ``addr4``/``addr6``: the bed's addresses; ``local4``/``local6``: the root namespace's side
+    - ``unreachable4``/``unreachable6``: addresses whose connect() fails at once with EHOSTUNREACH
+    - ``truth``: (proto, port) -> (status, reason), the ground truth a scan of addr4 or addr6 must find;
+      it lists every port that is not plainly closed, including all 1000 of ``filtered_range``.
+      Any other port is closed: tcp conn-refused, udp icmp-port-unreach (see ``expected()``)
+    - ``services``: (proto, port) -> what serves or blocks it, for messages and later probe tests
+    - ``ca_pem``: the CA that signed the certificates; ``cert_hostname``: the name on the good one
+    - ``tmpdir``: configs, logs and data of the daemons
+
+    The bed's namespace sets net.ipv4.icmp_ratelimit=0 and net.ipv6.icmp.ratelimit=0 (and the rate
+    masks to 0), so every closed UDP port answers with an ICMP error at once; real hosts rate-limit
+    those (Linux: about one per second per destination), which a scan must handle but a bed test must
+    not depend on.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.name = ""
+        self.addr4 = self.addr6 = self.local4 = self.local6 = ""
+        self.unreachable4 = self.unreachable6 = ""
+        self.cert_hostname = CERT_HOSTNAME
+        self.wrong_hostname = WRONG_HOSTNAME
+        self.filtered_range = FILTERED_RANGE
+        self.tmpdir = Path()
+        self.ca_pem = Path()
+        self.truth: dict[tuple[str, int], tuple[str, str]] = {}
+        self.services: dict[tuple[str, int], str] = {}
+        self.timings: dict[str, float] = {}
+        self._daemons: list[_Daemon] = []
+        self._logs: list[IO[bytes]] = []
+        self._up = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self.up()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.down()
+
+    def up(self) -> Self:
+        """Build the bed; on any failure remove what was built and raise (BedUnavailable or BedError)."""
+        reason = unavailable_reason()
+        if reason:
+            raise BedUnavailable(reason)
+        started = time.monotonic()
+        clean_stale()
+        self.index = _claim_index()
+        self._up = True
+        atexit.register(self.down)
+        _LIVE.add(self)
+        _catch_sigterm()
+        try:
+            self._set_addresses()
+            tmp = tempfile.mkdtemp(prefix=f"{self.name}-")
+            self.tmpdir = Path(tmp)
+            # PostgreSQL runs as postgres and must reach its directories below this one.
+            self.tmpdir.chmod(0o755)
+            record = {
+                "pid": os.getpid(),
+                "start": _proc_start_time(os.getpid()),
+                "tmp": tmp,
+                "name": self.name,
+            }
+            (STATE_DIR / f"{self.name}.json").write_text(json.dumps(record))
+            self._build_network()
+            self.timings["network"] = time.monotonic() - started
+            self._start_daemons()
+            self.timings["up"] = time.monotonic() - started
+        except BaseException:
+            self.down()
+            raise
+        self._fill_truth()
+        return self
+
+    def down(self) -> None:
+        """Remove everything up() made; safe to call twice, after a partial up(), and from atexit."""
+        if not self._up:
+            return
+        started = time.monotonic()
+        self._up = False
+        atexit.unregister(self.down)
+        _LIVE.discard(self)
+        if self.name in _netns_names():
+            _kill_namespace_processes(self.name)
+        for daemon in self._daemons:
+            # Reap our direct children: the namespace kill above ended them, or they died earlier.
+            if daemon.proc.poll() is None:
+                daemon.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.proc.wait(timeout=5)
+        for log in self._logs:
+            log.close()
+        _remove_bed(self.index, str(self.tmpdir) if self.tmpdir != Path() else None)
+        self.timings["down"] = time.monotonic() - started
+
+    # -- ground truth ---------------------------------------------------------------------------------
+
+    def expected(self, proto: str, port: int) -> tuple[str, str]:
+        """(status, reason) for any port: the truth table, else plainly closed."""
+        if (proto, port) in self.truth:
+            return self.truth[(proto, port)]
+        return ("closed", "conn-refused") if proto == "tcp" else ("closed", "icmp-port-unreach")
+
+    def _fill_truth(self) -> None:
+        t: dict[tuple[str, int], tuple[str, str, str]] = {
+            ("tcp", 22): ("open", "syn-ack", "OpenSSH sshd"),
+            ("tcp", 53): ("open", "syn-ack", "dnsmasq DNS over TCP"),
+            ("udp", 53): ("open", "udp-response", f"dnsmasq DNS: {CERT_HOSTNAME} A {self.addr4}"),
+            ("tcp", 80): ("open", "syn-ack", "nginx HTTP"),
+            ("tcp", 81): ("closed", "conn-refused", "nothing listens"),
+            ("tcp", 443): (
+                "open",
+                "syn-ack",
+                f"nginx HTTPS, certificate for {CERT_HOSTNAME} signed by ca_pem",
+            ),
+            ("tcp", 5432): ("open", "syn-ack", "PostgreSQL (SSL off: SSLRequest gets 'N')"),
+            ("tcp", 6379): ("open", "syn-ack", "redis"),
+            ("tcp", 6380): ("filtered", "no-response", "nft drop; nginx HTTP listens behind it"),
+            ("tcp", 8081): ("filtered", "no-response", "nft drop; nginx HTTP listens behind it"),
+            ("tcp", 8082): ("closed", "conn-refused", "nft reject with tcp reset; nginx listens behind it"),
+            ("tcp", 8083): (
+                "filtered",
+                "admin-prohibited",
+                "nft reject with icmpx admin-prohibited; nginx behind it. connect(): EHOSTUNREACH at once"
+                " on IPv4, EACCES on IPv6 after one SYN retransmission (~1 s)",
+            ),
+            ("tcp", 8443): ("open", "syn-ack", f"nginx HTTPS, expired certificate for {CERT_HOSTNAME}"),
+            ("tcp", 8444): ("open", "syn-ack", "nginx plain HTTP on a port that should speak TLS"),
+            ("tcp", 9443): ("open", "syn-ack", f"nginx HTTPS, certificate for {WRONG_HOSTNAME}"),
+            ("udp", 54): ("closed", "icmp-port-unreach", "nothing listens"),
+            ("udp", 5353): ("open|filtered", "no-response", "nft drop"),
+        }
+        for port in FILTERED_RANGE:
+            t[("tcp", port)] = ("filtered", "no-response", "nft drop (filtered_range)")
+        self.truth = {k: (v[0], v[1]) for k, v in sorted(t.items())}
+        self.services = {k: v[2] for k, v in sorted(t.items())}
+
+    # -- network --------------------------------------------------------------------------------------
+
+    def _set_addresses(self) -> None:
+        x = self.index
+        self.name = f"{PREFIX}{x}"
+        self.local4, self.addr4 = f"198.18.{x}.1", f"198.18.{x}.2"
+        self.local6, self.addr6 = f"fd70:7073:6265:{x:x}::1", f"fd70:7073:6265:{x:x}::2"
+        self.unreachable4 = f"198.19.{x}.1"
+        self.unreachable6 = _unreachable6_net(x).replace("::/64", "::1")
+
+    def _build_network(self) -> None:
+        root_if, bed_if = f"{self.name}r", f"{self.name}b"
+        _ip("netns", "add", self.name)
+        # `ip -batch` runs these in one process: a dozen ip invocations would cost ~50 ms more.
+        _ip(
+            "-batch",
+            "-",
+            stdin="\n".join(
+                [
+                    f"link add {root_if} type veth peer name {bed_if} netns {self.name}",
+                    f"addr add {self.local4}/24 dev {root_if}",
+                    f"addr add {self.local6}/64 dev {root_if} nodad",
+                    f"link set {root_if} up",
+                    f"route add unreachable 198.19.{self.index}.0/24",
+                    f"route add unreachable {_unreachable6_net(self.index)}",
+                ]
+            )
+            + "\n",
+        )
+        _ip(
+            "-n",
+            self.name,
+            "-batch",
+            "-",
+            stdin="\n".join(
+                [
+                    "link set lo up",
+                    f"addr add {self.addr4}/24 dev {bed_if}",
+                    f"addr add {self.addr6}/64 dev {bed_if} nodad",
+                    f"link set {bed_if} up",
+                ]
+            )
+            + "\n",
+        )
+        sysctls = {
+            "net/ipv4/icmp_ratelimit": "0",
+            "net/ipv4/icmp_ratemask": "0",
+            "net/ipv6/icmp/ratelimit": "0",
+            "net/ipv6/icmp/ratemask": "",
+        }
+        script = "; ".join(
+            f"echo '{v}' > /proc/sys/{k}" for k, v in sysctls.items() if Path(f"/proc/sys/{k}").exists()
+        )
+        self.exec(["sh", "-ec", script])
+        self.exec(["nft", "-f", "-"], stdin=self._nft_ruleset())
+
+    def _nft_ruleset(self) -> str:
+        lo, hi = FILTERED_RANGE.start, FILTERED_RANGE.stop - 1
+        return f"""
+table inet psbed {{
+    chain input {{
+        type filter hook input priority 0; policy accept;
+        tcp dport {{ 6380, 8081, {lo}-{hi} }} drop
+        udp dport 5353 drop
+        tcp dport 8082 reject with tcp reset
+        tcp dport 8083 reject with icmpx type admin-prohibited
+    }}
+}}
+"""
+
+    def exec(
+        self, argv: Sequence[str], *, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the bed's namespace and return its output (e.g. ``ss -ltn``)."""
+        return _run([_which("ip") or "ip", "netns", "exec", self.name, *argv], stdin=stdin, check=check)
+
+    # -- daemons --------------------------------------------------------------------------------------
+
+    def _spawn(
+        self, name: str, argv: Sequence[str], *, extra_logs: Iterable[Path] = (), cwd: Path | None = None
+    ) -> _Daemon:
+        log_path = self.tmpdir / f"{name}.out"
+        log = open(log_path, "ab")  # noqa: SIM115 -- kept open for the daemon's lifetime, closed in down()
+        self._logs.append(log)
+        # A new session: Ctrl-C in scripts/testbed.py reaches only Python, which then tears down in order.
+        proc = subprocess.Popen(
+            [_which("ip") or "ip", "netns", "exec", self.name, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd or self.tmpdir,
+            start_new_session=True,
+        )
+        daemon = _Daemon(name, proc, log_path, list(extra_logs))
+        self._daemons.append(daemon)
+        return daemon
+
+    def _start_daemons(self) -> None:
+        t0 = time.monotonic()
+        initdb = self._start_initdb()  # the slowest step: runs while the others start
+        certs = _make_certificates(self._mkdir("tls"), self.addr4, self.addr6)
+        self.ca_pem = self.tmpdir / "tls" / "ca.pem"
+        nginx = self._start_nginx(certs)
+        sshd = self._start_sshd()
+        dnsmasq = self._start_dnsmasq()
+        redis = self._start_redis()
+        checks: list[tuple[str, _Daemon, Callable[[], bool]]] = []
+        for addr in (self.addr4, self.addr6):
+            checks += [
+                (f"nginx {addr} 80", nginx, partial(_tcp_accepts, addr, 80)),
+                (f"nginx {addr} 443", nginx, partial(_tcp_accepts, addr, 443)),
+                (f"sshd {addr} 22", sshd, partial(_tcp_accepts, addr, 22)),
+                (f"dnsmasq {addr} 53/udp", dnsmasq, partial(_dns_answers, addr)),
+                (f"dnsmasq {addr} 53/tcp", dnsmasq, partial(_tcp_accepts, addr, 53)),
+                (f"redis {addr} 6379", redis, partial(_tcp_accepts, addr, 6379)),
+            ]
+        deadline = t0 + READY_TIMEOUT
+        self._wait_initdb(initdb, deadline)
+        postgres = self._start_postgres()
+        for addr in (self.addr4, self.addr6):
+            checks.append((f"postgres {addr} 5432", postgres, partial(_tcp_accepts, addr, 5432)))
+        self._wait_ready(checks, deadline)
+        self._check_firewalled_listeners()
+        self.timings["daemons"] = time.monotonic() - t0
+
+    def _mkdir(self, name: str) -> Path:
+        path = self.tmpdir / name
+        path.mkdir(mode=0o755)
+        return path
+
+    def _wait_ready(self, checks: list[tuple[str, _Daemon, Callable[[], bool]]], deadline: float) -> None:
+        pending = list(checks)
+        while pending:
+            pending = [c for c in pending if not c[2]()]
+            for label, daemon, _ in pending:
+                if daemon.proc.poll() is not None:
+                    raise BedError(
+                        f"{daemon.name} exited ({daemon.proc.returncode}) before {label} was ready:\n{daemon.log_tail()}"
+                    )
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                label, daemon, _ = pending[0]
+                raise BedError(f"{label} not ready after {READY_TIMEOUT:.0f} s:\n{daemon.log_tail()}")
+            time.sleep(0.02)
+
+    def _check_firewalled_listeners(self) -> None:
+        """The ports behind drop/reject rules cannot be polled from outside: ask ss inside instead."""
+        out = self.exec(["ss", "-Hltn"]).stdout
+        listening = {int(m.group(1)) for m in re.finditer(r":(\d+)\s", out)}
+        missing = {6380, 8081, 8082, 8083} - listening
+        if missing:
+            raise BedError(f"nginx does not listen on {sorted(missing)} inside {self.name}:\n{out}")
+
+    def _start_nginx(self, certs: dict[str, _CertPaths]) -> _Daemon:
+        d = self._mkdir("nginx")
+
+        def listens(port: int, ssl: bool = False) -> str:
+            flag = " ssl" if ssl else ""
+            return f"listen {self.addr4}:{port}{flag}; listen [{self.addr6}]:{port}{flag};"
+
+        def tls_server(port: int, cert: _CertPaths, body: str) -> str:
+            return f"""
+    server {{
+        {listens(port, ssl=True)}
+        server_name {CERT_HOSTNAME};
+        ssl_certificate {cert.cert};
+        ssl_certificate_key {cert.key};
+        location / {{ return 200 "{body}\\n"; }}
+    }}"""
+
+        plain = " ".join(listens(p) for p in _NGINX_PLAIN_PORTS)
+        temp_paths = "\n".join(
+            f"    {k}_temp_path {d}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        conf = f"""
+daemon off;
+master_process on;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 128; }}
+http {{
+    access_log off;
+    default_type text/plain;
+{temp_paths}
+    server {{
+        {plain}
+        location / {{ return 200 "portscope test bed: plain HTTP\\n"; }}
+    }}
+{tls_server(443, certs["good"], "portscope test bed: HTTPS")}
+{tls_server(8443, certs["expired"], "portscope test bed: expired certificate")}
+{tls_server(9443, certs["wronghost"], "portscope test bed: certificate for the wrong name")}
+}}
+"""
+        (d / "nginx.conf").write_text(conf)
+        nginx = _which("nginx") or "nginx"
+        # -e: nginx opens its compiled-in error log (/var/log/nginx) before reading the config otherwise.
+        return self._spawn(
+            "nginx",
+            [nginx, "-e", f"{d}/error.log", "-p", f"{d}/", "-c", f"{d}/nginx.conf"],
+            extra_logs=[d / "error.log"],
+        )
+
+    def _start_sshd(self) -> _Daemon:
+        d = self._mkdir("ssh")
+        key = d / "ssh_host_ed25519_key"
+        _run(
+            [
+                _which("ssh-keygen") or "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "psbed",
+                "-f",
+                str(key),
+            ]
+        )
+        conf = f"""Port 22
+ListenAddress {self.addr4}
+ListenAddress {self.addr6}
+HostKey {key}
+PidFile {d}/sshd.pid
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AuthorizedKeysFile none
+LogLevel INFO
+"""
+        (d / "sshd_config").write_text(conf)
+        # The privilege-separation directory that Debian's service unit would create; harmless to add.
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        sshd = _which("sshd") or "/usr/sbin/sshd"
+        return self._spawn(
+            "sshd",
+            [sshd, "-f", str(d / "sshd_config"), "-D", "-E", str(d / "sshd.log")],
+            extra_logs=[d / "sshd.log"],
+        )
+
+    def _start_dnsmasq(self) -> _Daemon:
+        d = self._mkdir("dnsmasq")
+        argv = [
+            _which("dnsmasq") or "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--port=53",
+            f"--listen-address={self.addr4},{self.addr6}",
+            "--bind-interfaces",
+            f"--address=/{CERT_HOSTNAME}/{self.addr4}",
+            f"--address=/{CERT_HOSTNAME}/{self.addr6}",
+            f"--pid-file={d}/dnsmasq.pid",
+            f"--log-facility={d}/dnsmasq.log",
+            "--user=root",
+        ]
+        return self._spawn("dnsmasq", argv, extra_logs=[d / "dnsmasq.log"])
+
+    def _start_redis(self) -> _Daemon:
+        d = self._mkdir("redis")
+        conf = f"""port 6379
+bind {self.addr4} {self.addr6}
+protected-mode no
+daemonize no
+supervised no
+dir {d}
+pidfile {d}/redis.pid
+logfile {d}/redis.log
+save ""
+appendonly no
+"""
+        (d / "redis.conf").write_text(conf)
+        return self._spawn(
+            "redis",
+            [_which("redis-server") or "redis-server", str(d / "redis.conf")],
+            extra_logs=[d / "redis.log"],
+        )
+
+    def _as_postgres(self, argv: Sequence[str]) -> list[str]:
+        # setpriv execs the command (runuser forks and waits), so the Popen pid is the daemon itself.
+        setpriv = _which("setpriv") or "setpriv"
+        return [setpriv, "--reuid=postgres", "--regid=postgres", "--init-groups", "--", *argv]
+
+    def _start_initdb(self) -> _Daemon:
+        d = self._mkdir("pg")
+        (d / "sock").mkdir()
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+        for path in (d, d / "sock"):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        bindir = _postgres_bindir()
+        assert bindir is not None
+        argv = [str(bindir / "initdb"), "-D", str(d / "data"), "-U", "postgres", "-A", "trust", "--no-sync"]
+        argv += ["--no-instructions", "-E", "UTF8", "--locale=C"]
+        return self._spawn("initdb", self._as_postgres(argv), cwd=d)
+
+    def _wait_initdb(self, initdb: _Daemon, deadline: float) -> None:
+        try:
+            initdb.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise BedError(f"initdb did not finish in {READY_TIMEOUT:.0f} s:\n{initdb.log_tail()}") from None
+        if initdb.proc.returncode != 0:
+            raise BedError(f"initdb failed ({initdb.proc.returncode}):\n{initdb.log_tail()}")
+
+    def _start_postgres(self) -> _Daemon:
+        d = self.tmpdir / "pg"
+        bindir = _postgres_bindir()
+        assert bindir is not None
+        argv = [str(bindir / "postgres"), "-D", str(d / "data"), "-k", str(d / "sock"), "-p", "5432"]
+        argv += ["-c", f"listen_addresses={self.addr4},{self.addr6}", "-c", "fsync=off", "-c", "ssl=off"]
+        return self._spawn("postgres", self._as_postgres(argv), cwd=d)
