@@ -26,9 +26,10 @@ def test_background_children_find_what_the_serial_pass_finds() -> None:
         assert {k: sorted(v) for k, v in parallel.by_inode.items() if k in serial.by_inode} == {
             k: sorted(v) for k, v in serial.by_inode.items() if k in parallel.by_inode
         }
-        # Our own sockets, with our pid and their fds, and the sockhost's shared listener twice.
+        # Our own sockets, with our pid and their fds (the scanning forks hold copies of them but
+        # are not owners), and the sockhost's shared listener twice.
         for s in mine:
-            assert (os.getpid(), s.fileno()) in parallel.by_inode[_inode(s)]
+            assert parallel.by_inode[_inode(s)] == [(os.getpid(), s.fileno())]
         held = {pid for v in parallel.by_inode.values() for pid, _ in v}
         assert host.pids() <= held
         assert parallel.fd_counts[os.getpid()] >= len(mine)

@@ -106,6 +106,7 @@ def scan_in_background(count_fds: bool = False, parts: int = 2) -> Callable[[set
     def collect(wanted: set[int] | None) -> OwnerScan:
         out = OwnerScan()
         by_inode = out.by_inode
+        ours = {pid for _, pid in children}  # forks hold copies of our fds: not owners
         for r, pid in children:
             chunks = []
             try:
@@ -118,9 +119,9 @@ def scan_in_background(count_fds: bool = False, parts: int = 2) -> Callable[[set
                 return scan(wanted, count_fds)  # a child failed: do it all here, the slow way
             inodes, pids, fds, denied, fd_counts = marshal.loads(b"".join(chunks))
             out.denied.update(denied)
-            out.fd_counts.update(fd_counts)
+            out.fd_counts.update({p: n for p, n in fd_counts.items() if p not in ours})
             for ino, p, fd in zip(inodes, pids, fds, strict=True):
-                if wanted is not None and ino not in wanted:
+                if p in ours or (wanted is not None and ino not in wanted):
                     continue
                 entry = by_inode.get(ino)
                 if entry is None:
