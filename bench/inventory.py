@@ -16,8 +16,9 @@ RLIMIT_NOFILE (up to fs.nr_open with CAP_SYS_RESOURCE; without it, as in many co
 workers share the load). Every socket gets SO_LINGER 0 so tearing a size down sends RSTs and leaves
 no TIME_WAIT behind to skew the next size.
 
-Measuring: see run_once (why the timed command is forked by /bin/sh and reaped as a grandchild)
-and bench_env (why bytecode caching is on and portscope runs from a snapshot of src/).
+Measuring: see harness.run_once (why the timed command is forked by /bin/sh and reaped as a
+grandchild) and harness.bench_env (why bytecode caching is on and portscope runs from a snapshot of
+src/); bench/harness.py is shared with bench/scan.py.
 
 Only 127.0.0.0/8 is used. Run as root (owner lookups and fd limits need it):
     /work/main/.venv/bin/python bench/inventory.py [--sizes 1000,10000,100000] [--skip-slow]
@@ -29,46 +30,56 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import datetime as dt
 import errno
-import hashlib
 import json
 import os
-import platform
 import resource
 import select
 import shlex
-import shutil
-import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+from harness import (
+    ROOT,
+    BenchError,
+    Result,
+    Run,
+    Tool,
+    become_subreaper,
+    default_python,
+    exit_on_sigterm,
+    first_line,
+    fmt,
+    machine_info,
+    measured_env,
+    portscope_command,
+    progress,
+    result_json,
+    results_table,
+    run_once,
+    save_report,
+    src_digest,
+    time_tools,
+    utc_now,
+    warm_up,
+)
+
 # Linux value; the socket module only exports the name from Python 3.12.
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 # SO_LINGER on, 0 s: close() aborts with RST, so no TIME_WAIT is left behind between sizes.
 LINGER_ABORT = struct.pack("ii", 1, 0)
 # Capped by net.core.somaxconn; asking for more costs nothing.
 BACKLOG = 65535
-PR_SET_CHILD_SUBREAPER = 36
 CAP_SYS_RESOURCE = 24
 # fds a worker keeps for itself (stdio, epoll, listeners) on top of its connections.
 FD_SLACK = 64
-
-
-class BenchError(Exception):
-    """A set-up step failed; the message says which and why."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,7 +418,7 @@ def wait_quiet(below: int, wait: float) -> int:
         if now < below or time.monotonic() >= deadline:
             return now
         if not warned:
-            _progress(
+            progress(
                 f"  host busy: {now} TCP sockets not opened by this benchmark; waiting up to {wait:.0f} s"
             )
             warned = True
@@ -438,153 +449,6 @@ def wait_drained(established_before: int, timeout: float = 60) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    """One execution of a command: wall seconds, peak RSS of that child (KiB), exit code."""
-
-    seconds: float
-    maxrss_kib: int
-    rc: int
-    stderr_tail: str = ""
-    stdout: str = ""
-
-
-# The timed command is started by a small shell that forks it and exits, leaving it parked on a
-# read from our pipe; as child subreaper we inherit it, release it, and wait4 it ourselves.
-_LAUNCH = 'out=$1; shift; exec 3<&0; ( read _ <&3 || exit 111; exec "$@" 3<&- </dev/null >"$out" ) & echo $!'
-
-
-def become_subreaper() -> None:
-    """Adopt orphaned descendants (PR_SET_CHILD_SUBREAPER), so run_once can wait4 a grandchild."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise BenchError(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
-
-
-def run_once(argv: list[str], env: dict[str, str], timeout: float, capture: bool = False) -> Run:
-    """Run argv (stdin and stdout /dev/null), timing release to exit, with its own peak RSS from wait4.
-
-    Why not Popen + wait4 directly: the kernel folds the pre-exec address space into the child's
-    ru_maxrss, and a child forked (or vforked) from this ~20 MiB Python inherits that, so `ss` would
-    "peak" at 20 MiB. Forking from /bin/sh lowers that floor to about 1 MiB (measured with
-    /bin/true), so ru_maxrss is the tool's own peak. The clock starts when the parked process is
-    released, so fork costs are outside the timing for every tool alike; exec, start-up and exit
-    are inside. A pidfd lets a hung command be killed without any risk of hitting a reused pid.
-    """
-    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile() as out:
-        go_r, go_w = os.pipe()
-        try:
-            sh = subprocess.Popen(
-                ["/bin/sh", "-c", _LAUNCH, "sh", out.name if capture else os.devnull, *argv],
-                stdin=go_r,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                env=env,
-            )
-            os.close(go_r)
-            go_r = -1
-            assert sh.stdout is not None
-            pid = int(sh.stdout.readline())
-            sh.stdout.close()
-            if sh.wait() != 0:
-                raise BenchError(f"launcher for {shlex.join(argv)} failed (rc={sh.returncode})")
-            pidfd = os.pidfd_open(pid)
-        except BaseException:
-            for fd in (go_r, go_w):
-                if fd >= 0:
-                    os.close(fd)
-            raise
-        try:
-            t0 = time.perf_counter()
-            os.write(go_w, b"go\n")
-            os.close(go_w)
-            if not select.select([pidfd], [], [], timeout)[0]:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            _, status, usage = os.wait4(pid, 0)
-            seconds = time.perf_counter() - t0
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.wait4(pid, 0)
-            raise
-        finally:
-            os.close(pidfd)
-        rc = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        tail = err.read().decode(errors="replace").strip().splitlines()
-        out.seek(0)
-        # Whole stderr (a traceback is how a broken portscope shows), tail kept short for the report.
-        text = " / ".join(line.strip() for line in tail[:1] + tail[-3:]) if tail else ""
-        return Run(seconds, usage.ru_maxrss, rc, text, out.read().decode() if capture else "")
-
-
-@dataclass
-class Tool:
-    """A command to time, what it is compared with, and whether it counts as a slow baseline."""
-
-    label: str
-    argv: list[str]
-    baseline: str | None = None  # label of the Tool whose best time is the ratio's denominator
-    slow: bool = False  # netstat/lsof: skipped by --skip-slow
-    ok_rcs: tuple[int, ...] = (0,)
-
-
-@dataclass
-class Result:
-    """All runs of one Tool at one size, summarised for the report."""
-
-    label: str
-    argv: list[str]
-    runs: list[Run] = field(default_factory=list)
-    baseline: str | None = None
-    failed: str = ""
-    note: str = ""
-
-    @property
-    def times(self) -> list[float]:
-        return [r.seconds for r in self.runs]
-
-    @property
-    def best(self) -> float | None:
-        return min(self.times) if self.runs and not self.failed else None
-
-    @property
-    def median(self) -> float | None:
-        return statistics.median(self.times) if self.runs and not self.failed else None
-
-    @property
-    def maxrss_mib(self) -> float | None:
-        return max(r.maxrss_kib for r in self.runs) / 1024 if self.runs else None
-
-
-def time_tools(tools: list[Tool], env: dict[str, str], opts: argparse.Namespace) -> dict[str, Result]:
-    """Best-of-R timing, round-robin so slow drift (page cache, other load) hits every tool alike.
-
-    A tool whose first run took longer than --slow-threshold gets only --slow-repeats runs in
-    total; a tool that fails is not repeated and is reported as failed.
-    """
-    results = {t.label: Result(t.label, t.argv, baseline=t.baseline) for t in tools}
-    for rnd in range(opts.repeats):
-        for t in tools:
-            res = results[t.label]
-            if res.failed:
-                continue
-            if (
-                rnd > 0
-                and res.runs
-                and res.runs[0].seconds > opts.slow_threshold
-                and rnd >= opts.slow_repeats
-            ):
-                continue
-            run = run_once(t.argv, env, opts.timeout)
-            res.runs.append(run)
-            if run.rc not in t.ok_rcs or "Traceback (most recent call last)" in run.stderr_tail:
-                res.failed = f"rc={run.rc}: {run.stderr_tail[-300:]}"
-            _progress(f"    {t.label}: {run.seconds:.3f} s, {run.maxrss_kib / 1024:.1f} MiB, rc={run.rc}")
-    return results
-
-
 def psutil_in_process(python: str, repeats: int, env: dict[str, str], timeout: float) -> Result:
     """Time psutil.net_connections('tcp') inside one interpreter: the call alone, without start-up."""
     code = (
@@ -607,79 +471,22 @@ def psutil_in_process(python: str, repeats: int, env: dict[str, str], timeout: f
     return res
 
 
-def _progress(msg: str) -> None:
-    """Progress goes to stderr so stdout stays the clean report."""
-    print(msg, file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # Report.
 # ---------------------------------------------------------------------------------------------
 
 
-def _first_line(argv: list[str], env: dict[str, str] | None = None) -> str:
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=10, env=env)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    lines = (p.stdout + p.stderr).strip().splitlines()
-    return lines[0].strip() if lines else "?"
-
-
-def machine_info(python: str, env: dict[str, str], src: Path) -> dict[str, str]:
-    """What the numbers depend on: CPU, cores, kernel, distro, interpreter and tool versions, source state."""
-    cpu = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kib = next(
-        int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")
-    )
-    distro = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                distro = line.split("=", 1)[1].strip('"')
-    commit = _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+def tool_versions(python: str) -> dict[str, str]:
+    """Versions of what portscope is compared with here; harness.machine_info has the rest."""
     return {
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "cores_usable": str(len(os.sched_getaffinity(0))),
-        "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
-        "kernel": platform.release(),
-        "distro": distro,
-        "python": _first_line([python, "-c", "import sys; print(sys.version.split()[0], sys.executable)"]),
-        "psutil": _first_line([python, "-c", "import psutil; print(psutil.__version__)"]),
-        "portscope": _first_line(
-            [python, "-c", "import portscope; print(getattr(portscope, '__version__', '?'))"], env
-        )
-        + f" @ {commit}"
-        + (" (tracked files modified: work in progress)" if dirty else ""),
-        "ss": _first_line(["ss", "-V"]),
-        "netstat": _first_line(["netstat", "-V"]),
+        "psutil": first_line([python, "-c", "import psutil; print(psutil.__version__)"]),
+        "ss": first_line(["ss", "-V"]),
+        "netstat": first_line(["netstat", "-V"]),
         "lsof": f"lsof {_lsof_revision()}",
-        "src_digest": src_digest(src / "portscope"),
-        "src_measured": "a snapshot of src/ taken at start"
-        if src != ROOT / "src"
-        else "the live src/ (--live-src)",
-        "fuser": _first_line(["fuser", "-V"]),
+        "fuser": first_line(["fuser", "-V"]),
         "nr_open": Path("/proc/sys/fs/nr_open").read_text().strip(),
         "ip_local_port_range": " ".join(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()),
     }
-
-
-def src_digest(src: Path) -> str:
-    """Fingerprint of the portscope source measured: the tree may hold uncommitted work."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        h.update(str(path.relative_to(src)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:12]
 
 
 def _lsof_revision() -> str:
@@ -693,36 +500,9 @@ def _lsof_revision() -> str:
     return ""
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
-def results_table(results: list[Result]) -> list[str]:
-    """Markdown table: best/median seconds, ratio to the named baseline's best, peak RSS."""
-    by_label = {r.label: r for r in results}
-    out = [
-        "| tool | best s | median s | runs | ratio | ratio to | max RSS MiB |",
-        "|---|---:|---:|---:|---:|---|---:|",
-    ]
-    for r in results:
-        base = by_label.get(r.baseline) if r.baseline else None
-        ratio = f"{r.best / base.best:.2f}×" if base and base.best and r.best is not None else "–"
-        label = f"`{r.label}`" if not r.label.startswith("psutil") else r.label
-        if r.failed:
-            reason = r.failed.replace("|", "\\|")
-            label += f" **failed** ({reason})"
-        if r.note:
-            label += f" ({r.note})"
-        out.append(
-            f"| {label} | {_fmt(r.best)} | {_fmt(r.median)} | {len(r.runs)} | {ratio} | "
-            f"{f'`{r.baseline}`' if r.baseline else ''} | {_fmt(r.maxrss_mib, 1)} |"
-        )
-    return out
-
-
 def _check(name: str, value: float | None, limit: float | None, unit: str = "×") -> str:
     if value is None or limit is None:
-        return f"| {name} | – | ≤ {_fmt(limit, 2)}{unit} | not measured |"
+        return f"| {name} | – | ≤ {fmt(limit, 2)}{unit} | not measured |"
     ok = "yes" if value <= limit else "**NO**"
     return f"| {name} | {value:.2f}{unit} | ≤ {limit:g}{unit} | {ok} |"
 
@@ -842,14 +622,6 @@ def render(report: dict[str, Any], startup: dict[str, Result], sizes: list[dict[
     return "\n".join(lines) + "\n"
 
 
-def _result_json(r: Result) -> dict[str, Any]:
-    d = asdict(r)
-    for run in d["runs"]:
-        run.pop("stdout", None)
-    d.update(best=r.best, median=r.median, maxrss_mib=r.maxrss_mib)
-    return d
-
-
 # ---------------------------------------------------------------------------------------------
 # Main.
 # ---------------------------------------------------------------------------------------------
@@ -866,7 +638,6 @@ def _sizes(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    venv_python = ROOT / ".venv" / "bin" / "python"
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument(
         "--sizes",
@@ -890,7 +661,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--python",
-        default=str(venv_python if venv_python.exists() else sys.executable),
+        default=default_python(),
         help="interpreter for psutil and `python -c pass` (default: the project's .venv)",
     )
     p.add_argument(
@@ -949,37 +720,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return opts
 
 
-def bench_env(pycache: str, src: str | None) -> dict[str, str]:
-    """Environment for timed commands: plain output, bytecode caching on, the source snapshot first.
-
-    PYTHONDONTWRITEBYTECODE (set in some shells and CI images) would make every portscope run
-    compile its modules from source, tens of ms that no pip-installed copy pays; a private
-    PYTHONPYCACHEPREFIX keeps the cache out of the source tree. `src` goes first on PYTHONPATH, ahead
-    of the editable install's .pth entry, so every run of one benchmark measures the same code.
-    """
-    env = dict(os.environ, NO_COLOR="1", PYTHONPYCACHEPREFIX=pycache)
-    for name in ("FORCE_COLOR", "PYTHONDONTWRITEBYTECODE", "PYTHONPROFILEIMPORTTIME", "PYTHONTRACEMALLOC"):
-        env.pop(name, None)
-    if src:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
-    return env
-
-
-def snapshot_src(dest: Path) -> Path:
-    """Copy src/portscope so that edits made while the benchmark runs (minutes) do not mix versions."""
-    shutil.copytree(
-        ROOT / "src" / "portscope", dest / "portscope", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    return dest
-
-
 def hold(layout: Layout, n: int) -> int:
     """Keep n connections open for manual work (cProfile, strace) until interrupted; then clean up."""
     with Fleet(layout, n) as fleet:
         established = count_tcp("established")
         if established < 2 * n:
             raise BenchError(f"only {established} ESTABLISHED sockets, need ≥ {2 * n}")
-        _progress(
+        progress(
             f"holding {n} connections ({established} ESTABLISHED, opened in {fleet.setup_s:.1f} s); "
             f"who port {layout.base_port}; Ctrl-C or SIGTERM to close"
         )
@@ -1027,11 +774,6 @@ def namespace_note() -> str:
     )
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Turn SIGTERM/SIGHUP into an exception so `finally` blocks shut the workers down."""
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str]) -> int:
     if argv and argv[0] in ("_server", "_client"):
         return _worker_main(argv)
@@ -1042,16 +784,10 @@ def main(argv: list[str]) -> int:
     if opts.isolate and not opts.in_namespace:
         return reexec_isolated(argv)
     isolation = namespace_note() if opts.in_namespace else "none: the host's own network and processes"
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    signal.signal(signal.SIGHUP, _on_sigterm)
+    exit_on_sigterm()
     become_subreaper()
     python = opts.python
-    if opts.portscope:
-        ps = shlex.split(opts.portscope)
-    elif (Path(python).parent / "portscope").exists():
-        ps = [str(Path(python).parent / "portscope")]
-    else:
-        ps = [python, "-m", "portscope"]
+    ps = portscope_command(python, opts.portscope)
     layout = Layout(
         servers=opts.servers,
         clients=opts.clients,
@@ -1064,12 +800,8 @@ def main(argv: list[str]) -> int:
         held = max(1, max(opts.sizes) // 2)
         return hold(layout.scaled(held, fd_budget()), held)
     with tempfile.TemporaryDirectory(prefix="portscope-bench-") as tmp:
-        src = None if opts.live_src else snapshot_src(Path(tmp) / "src")
-        env = bench_env(str(Path(tmp) / "pycache"), str(src) if src else None)
-        where = _first_line([python, "-c", "import portscope; print(portscope.__file__)"], env)
-        if src and not where.startswith(str(src)):
-            raise BenchError(f"the source snapshot is not what runs: portscope imports from {where}")
-        return run_benchmark(opts, python, ps, layout, env, src or ROOT / "src", isolation)
+        env, src = measured_env(Path(tmp), python, opts.live_src)
+        return run_benchmark(opts, python, ps, layout, env, src, isolation)
 
 
 def run_benchmark(
@@ -1082,27 +814,26 @@ def run_benchmark(
     isolation: str,
 ) -> int:
     """Start-up first (a quiet host), then each size: open, verify, time every tool, close."""
-    started = dt.datetime.now(dt.UTC)
+    started = utc_now()
     report: dict[str, Any] = {
         "started": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
         "command": shlex.join(
             [sys.executable, *(("--isolate" if a == "--in-namespace" else a) for a in sys.argv)]
         ),
         "isolation": isolation,
-        "machine": machine_info(python, env, src),
+        "machine": {**machine_info(python, env, src), **tool_versions(python)},
         "layout": asdict(layout),
         "options": dict(vars(opts)),
         "portscope_command": ps,
         "caller_env_dont_write_bytecode": os.environ.get("PYTHONDONTWRITEBYTECODE"),
     }
-    _progress("start-up, few sockets on the host")
+    progress("start-up, few sockets on the host")
     report["startup_sockets"] = wait_quiet(opts.quiet_below, opts.quiet_wait)
     start_tools = [
         Tool(L_START, [*ps, "ls", "--json"], baseline=L_PASS, ok_rcs=(0, 1)),
         Tool(L_PASS, [python, "-c", "pass"]),
     ]
-    for t in start_tools:  # untimed: fills the bytecode cache, as an installed package would have it
-        run_once(t.argv, env, opts.timeout)
+    warm_up(start_tools, env, opts.timeout)
     startup = time_tools(
         start_tools, env, argparse.Namespace(**{**vars(opts), "repeats": opts.startup_repeats})
     )
@@ -1112,13 +843,13 @@ def run_benchmark(
     sizes: list[dict[str, Any]] = []
     for sockets in opts.sizes:
         n = max(1, sockets // 2)  # connections: both ends of each are held, so 2n sockets
-        _progress(f"N={sockets} sockets: opening {n} connections")
+        progress(f"N={sockets} sockets: opening {n} connections")
         before = wait_quiet(opts.quiet_below, opts.quiet_wait)
         est_before = count_tcp("established")
         size_layout = layout.scaled(n, budget)
         with Fleet(size_layout, n) as fleet:
             established = count_tcp("established")
-            _progress(f"  open in {fleet.setup_s:.1f} s; {established} ESTABLISHED")
+            progress(f"  open in {fleet.setup_s:.1f} s; {established} ESTABLISHED")
             if established < 2 * n:
                 raise BenchError(f"only {established} ESTABLISHED sockets, need ≥ {2 * n}")
             tcp_total = count_tcp()
@@ -1131,7 +862,7 @@ def run_benchmark(
             results[inproc.label] = inproc
             established_after = count_tcp("established")
         left = wait_drained(est_before)
-        _progress(f"  closed; {left} ESTABLISHED left")
+        progress(f"  closed; {left} ESTABLISHED left")
         sizes.append(
             {
                 "n": n,
@@ -1153,15 +884,11 @@ def run_benchmark(
     text = render(report, startup, sizes)
     raw = dict(
         report,
-        startup={k: _result_json(v) for k, v in startup.items()},
-        sizes=[dict(s, results={k: _result_json(v) for k, v in s["results"].items()}) for s in sizes],
+        startup={k: result_json(v) for k, v in startup.items()},
+        sizes=[dict(s, results={k: result_json(v) for k, v in s["results"].items()}) for s in sizes],
     )
     if not opts.no_save:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        stem = RESULTS / f"inventory-{started.strftime('%Y%m%dT%H%M%SZ')}"
-        stem.with_suffix(".md").write_text(text)
-        stem.with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str) + "\n")
-        _progress(f"wrote {stem}.md and {stem}.json")
+        save_report("inventory", started, text, raw)
     print(json.dumps(raw, indent=2, default=str) if opts.json else text, end="" if not opts.json else "\n")
     return 0
 
