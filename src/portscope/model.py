@@ -138,3 +138,88 @@ class CheckResult:
             "service": self.service,
             "error": self.error,
         }
+
+
+@dataclass(slots=True)
+class TlsInfo:
+    """What a TLS handshake showed: the session, the server's certificate, and what we think of it."""
+
+    version: str | None = None  # TLSv1.3, ...
+    cipher: str | None = None
+    alpn: str | None = None
+    sni: str | None = None  # the server name we sent (None for an IP address: no SNI)
+    starttls: bool = False  # upgraded from plain text (SMTP STARTTLS, IMAP STARTTLS, ...)
+    subject: str | None = None
+    san: list[str] = field(default_factory=list)
+    issuer: str | None = None
+    not_before: str | None = None  # ISO 8601 UTC
+    not_after: str | None = None
+    days_left: int | None = None  # negative once expired
+    expired: bool | None = None
+    self_signed: bool | None = None
+    verified: bool | None = None  # the chain leads to a trusted root (system store or --ca-file)
+    verify_error: str | None = None  # why not, in the verifier's words
+    hostname_match: bool | None = None  # the certificate names the host we asked for
+    fingerprint_sha256: str | None = None
+    error: str | None = None  # the handshake failed: why
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "cipher": self.cipher,
+            "alpn": self.alpn,
+            "sni": self.sni,
+            "starttls": self.starttls,
+            "subject": self.subject,
+            "san": list(self.san),
+            "issuer": self.issuer,
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+            "days_left": self.days_left,
+            "expired": self.expired,
+            "self_signed": self.self_signed,
+            "verified": self.verified,
+            "verify_error": self.verify_error,
+            "hostname_match": self.hostname_match,
+            "fingerprint_sha256": self.fingerprint_sha256,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class ProbeResult:
+    """What answers on one port (`probe`, `scan --probe`): the check, then the protocol it speaks."""
+
+    check: CheckResult
+    service: str | None = None  # most specific name found: "elasticsearch", "http", "ssh"; None: not open
+    protocol: str | None = None  # the wire protocol: "http" for elasticsearch; "unknown" when unrecognised
+    product: str | None = None
+    version: str | None = None
+    tls: TlsInfo | None = None  # set when TLS was spoken (implicit, or after STARTTLS)
+    details: dict[str, Any] = field(default_factory=dict)  # protocol-specific, documented per probe
+    banner: str | None = None  # first bytes the server sent, cleaned (control characters escaped)
+    expected: str | None = None  # the service the port should have (--expect, else the registry)
+    matches: bool | None = None  # None when nothing was expected or the port is not open
+    summary: str = ""  # one sentence
+    elapsed_ms: float | None = None
+    probes: list[str] = field(default_factory=list)  # the probes tried, in order
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.check.to_dict()
+        out.update(
+            {
+                "protocol": self.protocol,
+                "identified": self.service,
+                "product": self.product,
+                "version": self.version,
+                "tls": self.tls.to_dict() if self.tls else None,
+                "details": self.details,
+                "banner": self.banner,
+                "expected": self.expected,
+                "matches": self.matches,
+                "summary": self.summary,
+                "elapsed_ms": None if self.elapsed_ms is None else round(self.elapsed_ms, 3),
+                "probes": list(self.probes),
+            }
+        )
+        return out

@@ -19,6 +19,7 @@ COMMANDS = {
     "services": "What a port or service name means: IANA, /etc/services, and what people run there.",
     "stats": "Socket counts per state, CLOSE_WAIT and TIME_WAIT trouble, ephemeral ports, fd limits.",
     "check": "Can I reach HOST on PORT? open, closed (refused), filtered (timeout), unreachable, explained.",
+    "probe": "What really answers on a port: protocol, product, version, TLS and certificate, as expected?",
     "scan": "Connect (or UDP) scan of many ports and hosts; nmap-compatible XML and grepable output.",
 }
 
