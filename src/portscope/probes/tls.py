@@ -16,6 +16,7 @@ import functools
 import hashlib
 import ipaddress
 import ssl
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from portscope.model import TlsInfo
@@ -163,7 +164,8 @@ def _store(ca_file: str | None) -> Any:
     from cryptography.x509.verification import Store
 
     path = ca_file or ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a system root with a negative serial is still a root we must load
         return Store(x509.load_pem_x509_certificates(f.read()))
 
 
