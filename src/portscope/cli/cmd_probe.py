@@ -48,7 +48,7 @@ def add_probe_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def settings(args: argparse.Namespace) -> object:
+def probe_settings(args: argparse.Namespace) -> object:
     from portscope.probes.base import Settings
 
     if not 0 < args.probe_timeout <= 600:
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from portscope.registry import parse_ports
 
     check_timing(3.0, 1)
-    conf = settings(args)
+    conf = probe_settings(args)
     assert isinstance(conf, Settings)
     proto = "udp" if args.udp else "tcp"
     found = targets.expand([args.host], family(args))

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 from portscope.cli import output, reach
 from portscope.cli.cmd_check import check_timing, family
+from portscope.cli.cmd_probe import add_probe_options, probe_settings
 from portscope.errors import BadInput, CannotDo
+from portscope.model import CheckResult, ProbeResult
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-    from portscope.model import CheckResult
 
 CONFIRM_ABOVE = 1_000_000  # probes; a bigger scan is more likely a typo (a /8) than a plan
 DEFAULT_TOP = 1000
@@ -58,6 +58,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, metavar="N", help="at most N probes per second")
     p.add_argument("--open", action="store_true", help="show only open (and open|filtered) ports")
     p.add_argument("--yes", action="store_true", help=f"run scans of more than {CONFIRM_ABOVE} probes")
+    p.add_argument(
+        "--probe",
+        "-sV",
+        dest="probe",
+        action="store_true",
+        help="identify what answers on every open port (as `portscope probe`)",
+    )
+    add_probe_options(p)
     p.add_argument("-oX", dest="xml", metavar="FILE", help="also write nmap-compatible XML (- for stdout)")
     p.add_argument("-oG", dest="grepable", metavar="FILE", help="also write grepable output (- for stdout)")
     output.add_format_options(p)
@@ -98,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     from portscope.net.scan import probe_count, run_scan
 
     _validate(args)
+    if args.probe:
+        probe_settings(args)  # a bad --ca-file fails now, not after the scan
     proto = "udp" if args.udp else "tcp"
     items = list(args.targets)
     if args.input_list:
@@ -122,9 +132,27 @@ def run(args: argparse.Namespace) -> int:
     results = _collect(run_scan(found, ports, proto, opts), total, args)
     finished = time.time()
     results.sort(key=reach.sort_key)
-    _write_files(args, results, started, finished, proto, ports)
-    _render(args, results, finished - started, opts.timeout)
+    probed = _probe(args, results)
+    finished = time.time()
+    _write_files(args, results, started, finished, proto, ports, probed)
+    _render(args, results, finished - started, opts.timeout, probed)
     return 0 if any(r.status == "open" for r in results) else 1
+
+
+Probed = dict[tuple[str | None, int, str], ProbeResult]
+
+
+def _probe(args: argparse.Namespace, results: list[CheckResult]) -> Probed:
+    """--probe: identify every open port (and answering UDP one), keyed like the results."""
+    if not args.probe:
+        return {}
+    from portscope.probes.base import Settings
+    from portscope.probes.runner import probe_all
+
+    conf = probe_settings(args)
+    assert isinstance(conf, Settings)
+    wanted = [r for r in results if r.status == "open" or (r.proto == "udp" and r.status == "open|filtered")]
+    return {(p.check.address, p.check.port, p.check.proto): p for p in probe_all(wanted, conf)}
 
 
 def _collect(stream: Iterator[CheckResult], total: int, args: argparse.Namespace) -> list[CheckResult]:
@@ -161,6 +189,7 @@ def _write_files(
     finished: float,
     proto: str,
     ports: list[int],
+    probed: Probed,
 ) -> None:
     from portscope.cli import scan_formats
 
@@ -168,10 +197,10 @@ def _write_files(
 
     def xml() -> str:
         scan_type = "udp" if proto == "udp" else ("syn" if args.syn else "connect")
-        return scan_formats.to_xml(results, cmdline, started, finished, scan_type, proto, ports)
+        return scan_formats.to_xml(results, cmdline, started, finished, scan_type, proto, ports, probed)
 
     def grepable() -> str:
-        return scan_formats.to_grepable(results, cmdline, started, finished)
+        return scan_formats.to_grepable(results, cmdline, started, finished, probed)
 
     for path, text in ((args.xml, xml), (args.grepable, grepable)):
         if not path:
@@ -187,10 +216,18 @@ def _write_files(
 
 
 def _render(
-    args: argparse.Namespace, results: list[CheckResult], elapsed: float, timeout: float | None
+    args: argparse.Namespace,
+    results: list[CheckResult],
+    elapsed: float,
+    timeout: float | None,
+    probed: Probed,
 ) -> None:
+    def key(r: CheckResult) -> tuple[str | None, int, str]:
+        return (r.address, r.port, r.proto)
+
     if args.json:
-        output.emit_json([r.to_dict() for r in results])
+        # A probed port's object is the check object plus the probe's fields (README: probe JSON).
+        output.emit_json([probed.get(key(r), r).to_dict() for r in results])
         return
     if args.csv:
         output.emit_csv(reach.CSV_HEADER, (reach.csv_row(r) for r in results))
@@ -213,4 +250,11 @@ def _render(
         f"{len(hosts)} address(es), {len(results)} probes in {elapsed:.2f} s; "
         f"{sum(r.status == 'open' for r in results)} open"
     )
+    if probed:
+        from portscope.cli import probe_view
+
+        shown_probes = [probed.get(key(r)) or ProbeResult(check=r) for r in rows]
+        notes = probe_view.notes([p for p in shown_probes if p.check.status == "open"]) + notes
+        output.emit_table(probe_view.COLUMNS, probe_view.rows(shown_probes, with_host), notes)
+        return
     output.emit_table(reach.columns(with_host), [reach.row(r, with_host) for r in rows], notes)

@@ -39,7 +39,9 @@ def rows(results: Sequence[ProbeResult], with_host: bool) -> list[list[str]]:
         version = " ".join(x for x in (r.product, r.version) if x)
         tls = r.tls.version or "" if r.tls and not r.tls.error else ""
         expected = "" if r.matches is None else f"{'yes' if r.matches else 'NO'} ({r.expected})"
-        out.append([port, c.status, r.service or "", version, tls or "", expected])
+        # not probed (closed, filtered): the registry's name, as nmap shows its table guess
+        service = r.service if r.service is not None else c.service or ""
+        out.append([port, c.status, service, version, tls or "", expected])
     return out
 
 

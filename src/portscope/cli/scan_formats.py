@@ -8,11 +8,11 @@ manual), not from its code or data files.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from xml.sax.saxutils import quoteattr
 
 from portscope import __version__
-from portscope.model import CheckResult
+from portscope.model import CheckResult, ProbeResult
 
 XML_HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE nmaprun>\n'
 
@@ -50,6 +50,7 @@ def to_xml(
     scan_type: str,
     protocol: str,
     ports: Sequence[int],
+    probed: Mapping[tuple[str | None, int, str], ProbeResult] | None = None,
 ) -> str:
     a = quoteattr
     out = [XML_HEADER]
@@ -91,7 +92,14 @@ def to_xml(
                 continue
             out.append(f'<port protocol="{r.proto}" portid="{r.port}">')
             out.append(f'<state state={a(r.status)} reason={a(r.reason)} reason_ttl="0"/>')
-            if r.service:
+            p = probed.get((r.address, r.port, r.proto)) if probed else None
+            if p is not None and p.service and p.service != "unknown":
+                attrs = f"name={a(p.service)}"
+                attrs += f" product={a(p.product)}" if p.product else ""
+                attrs += f" version={a(p.version)}" if p.version else ""
+                attrs += ' tunnel="ssl"' if p.tls and not p.tls.error and not p.tls.starttls else ""
+                out.append(f'<service {attrs} method="probed" conf="10"/>')
+            elif r.service:
                 out.append(f'<service name={a(r.service)} method="table" conf="3"/>')
             out.append("</port>\n")
         out.append("</ports>\n")
@@ -105,7 +113,13 @@ def to_xml(
     return "".join(out)
 
 
-def to_grepable(results: Sequence[CheckResult], args: str, started: float, finished: float) -> str:
+def to_grepable(
+    results: Sequence[CheckResult],
+    args: str,
+    started: float,
+    finished: float,
+    probed: Mapping[tuple[str | None, int, str], ProbeResult] | None = None,
+) -> str:
     out = [f"# portscope {__version__} scan initiated {time.ctime(started)} as: {args}\n"]
     hosts = _by_address(results)
     up = 0
@@ -116,7 +130,7 @@ def to_grepable(results: Sequence[CheckResult], args: str, started: float, finis
         out.append(f"{label}\tStatus: {'Up' if is_up else 'Down'}\n")
         extra = _extra_state(rs)
         shown = [r for r in sorted(rs, key=lambda r: r.port) if not (extra and r.status == extra[0])]
-        ports = ", ".join(f"{r.port}/{r.status}/{r.proto}//{r.service or ''}///" for r in shown)
+        ports = ", ".join(_grepable_port(r, probed) for r in shown)
         line = f"{label}\tPorts: {ports}"
         if extra:
             line += f"\tIgnored State: {extra[0]} ({extra[1]})"
@@ -124,6 +138,17 @@ def to_grepable(results: Sequence[CheckResult], args: str, started: float, finis
     elapsed = finished - started
     out.append(f"# portscope done at {time.ctime(finished)} -- {_summary(len(hosts), up, elapsed)}\n")
     return "".join(out)
+
+
+def _grepable_port(r: CheckResult, probed: Mapping[tuple[str | None, int, str], ProbeResult] | None) -> str:
+    """nmap's port/state/protocol/owner/service/rpc/version/ field, '/' and ',' kept out of the values."""
+    p = probed.get((r.address, r.port, r.proto)) if probed else None
+    service, version = r.service or "", ""
+    if p is not None and p.service and p.service != "unknown":
+        service = p.service
+        version = " ".join(x for x in (p.product, p.version) if x)
+    service, version = (v.replace("/", "|").replace(",", " ") for v in (service, version))
+    return f"{r.port}/{r.status}/{r.proto}//{service}//{version}/"
 
 
 def _summary(total: int, up: int, elapsed: float) -> str:

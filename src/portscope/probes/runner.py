@@ -44,7 +44,9 @@ async def _probe_all(
 
 
 async def probe_one(check: CheckResult, settings: Settings, expect: str | None = None) -> ProbeResult:
-    expected = expect or check.service
+    # The registry's name is an expectation only where some probe can confirm it: "pcsync-http"
+    # on 8444 is a 1990s registration, not a claim about what runs there today.
+    expected = expect or (check.service if expected_probe(check.service) else None)
     result = ProbeResult(check=check, expected=expected)
     started = time.monotonic()
     probeable = check.status == "open" or (check.proto == "udp" and check.status == "open|filtered")
