@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests use: the real tools we compare against (ss, netstat, lsof, fuser), what builds
 # network test beds (ip netns, nftables) and the real daemons the bed runs inside its namespace (nginx,
-# sshd, dnsmasq, redis, PostgreSQL; tests/bed/bed.py). Installs only what is missing; needs root.
+# sshd, dnsmasq, redis, PostgreSQL, OpenSMTPD, Dovecot, vsftpd, memcached; tests/bed/bed.py). Installs only what is missing; needs root.
 #
 # The daemons are installed but must never run as system services: the bed starts private copies with
 # their own config under a temp dir. So apt runs behind a policy-rc.d that forbids starting services
@@ -11,6 +11,8 @@ PACKAGES=(
     iproute2 net-tools lsof psmisc procps nftables util-linux
     # the test bed's daemons ("nginx" is the real package in bookworm; nginx-light/-core are metapackages)
     nginx openssh-server openssh-client dnsmasq-base redis-server postgresql
+    # mail and file transfer for the probes (SMTP with STARTTLS, IMAP/POP3, FTP with AUTH TLS), memcached
+    opensmtpd dovecot-imapd dovecot-pop3d vsftpd memcached
     # compares scan results in a later issue
     ndiff
 )
