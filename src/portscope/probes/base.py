@@ -46,6 +46,10 @@ class Ident:
     details: dict[str, Any] = field(default_factory=dict)
     tls: TlsInfo | None = None  # set by probes that upgraded with STARTTLS
     confidence: str = "high"  # high: the protocol's own handshake; low: a guess from a banner's shape
+    # Security findings in words ("weak key exchange: diffie-hellman-group1-sha1", "no password"):
+    # they go into the one-line summary, where a reader sees them without reading details.
+    problems: list[str] = field(default_factory=list)
+    banner: str | None = None  # the text line to show as the banner, when the first bytes were binary
 
     def __post_init__(self) -> None:
         if self.protocol is None:

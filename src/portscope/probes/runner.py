@@ -219,7 +219,15 @@ def _fill(result: ProbeResult, ident: Ident | None, banner: bytes) -> None:
         return
     result.service, result.protocol = ident.service, ident.protocol
     result.product, result.version = ident.product, ident.version
+    if ident.banner:
+        result.banner = clean_text(ident.banner, 512)
+    # A TLS attempt that met silence or a hang-up says nothing once another probe named the port;
+    # one answered in plain text does (plain HTTP on a TLS port).
+    if result.details.get("tls_error") and "plain text" not in str(result.details["tls_error"]):
+        del result.details["tls_error"]
     result.details.update(ident.details)
+    if ident.problems:
+        result.details["problems"] = [clean_text(p, 200) for p in ident.problems[:20]]
     if ident.confidence != "high":
         result.details["confidence"] = ident.confidence
     if ident.tls is not None:
@@ -257,41 +265,40 @@ def _tls_form(name: str) -> bool | None:
 
 
 def _judge(result: ProbeResult) -> None:
-    """expected versus actual: `matches` and the one sentence."""
-    check = result.check
-    where = f"{check.port}/{check.proto}"
+    """expected versus actual: `matches` and the one sentence, with what is wrong appended."""
     if result.service is None:
         return
+    spoke_tls = result.tls is not None and result.tls.error is None and not result.tls.starttls
+    result.summary = _verdict(result, spoke_tls)
+    problems = tls_problems(result.tls) if result.tls is not None and result.tls.error is None else []
+    problems += result.details.get("problems", [])
+    if problems:
+        result.summary += "; " + ", ".join(problems)
+
+
+def _verdict(result: ProbeResult, spoke_tls: bool) -> str:
+    where = f"{result.check.port}/{result.check.proto}"
     what = _describe(result)
     if result.expected is None:
-        result.summary = f"{where} answers {what}"
-        return
+        return f"{where} answers {what}"
     expected = _canonical(result.expected)
     tls_wanted = _tls_form(expected)
-    spoke_tls = result.tls is not None and result.tls.error is None and not result.tls.starttls
-    got = _canonical(result.service)
+    got = _canonical(result.service or "")
     want_probe = expected_probe(expected)
     same = got == expected or (
         want_probe is not None and want_probe.name == result.protocol and expected in _generic(want_probe)
     )
+    result.matches = False
     if result.service == "unknown":
-        result.matches = False
-        result.summary = f"{where} is open but did not identify itself as {expected}: {what}"
-    elif same and tls_wanted is True and not spoke_tls:
-        result.matches = False
-        result.summary = f"{where} answers plain {_proto_word(result)}, not TLS (expected {expected})"
-    elif same and tls_wanted is False and spoke_tls and want_probe is not None and want_probe.name != "tls":
-        result.matches = False
-        result.summary = f"{where} answers TLS ({what}), not plain {expected}"
-    elif same:
+        return f"{where} is open but did not identify itself as {expected}: {what}"
+    if same and tls_wanted is True and not spoke_tls:
+        return f"{where} answers plain {_proto_word(result)}, not TLS (expected {expected})"
+    if same and tls_wanted is False and spoke_tls and want_probe is not None and want_probe.name != "tls":
+        return f"{where} answers TLS ({what}), not plain {expected}"
+    if same:
         result.matches = True
-        result.summary = f"{where} answers {what}, as expected"
-    else:
-        result.matches = False
-        result.summary = f"{where} answers {what}, not {expected}"
-    problems = tls_problems(result.tls)
-    if problems and spoke_tls:
-        result.summary += "; " + ", ".join(problems)
+        return f"{where} answers {what}, as expected"
+    return f"{where} answers {what}, not {expected}"
 
 
 def _generic(probe: Probe) -> frozenset[str]:
