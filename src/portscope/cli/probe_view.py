@@ -29,6 +29,16 @@ _SHOWN = (
 )
 
 
+_LABELS = frozenset(k for k, _ in _SHOWN)
+# in --json, but too detailed or repeated for the table's notes
+_QUIET = frozenset({"reason", "http_version", "content_type", "confidence", "problems", "redirect_to_https"})
+
+
+def _brief(value: object, limit: int = 120) -> str:
+    text = ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def rows(results: Sequence[ProbeResult], with_host: bool) -> list[list[str]]:
     out = []
     for r in results:
@@ -55,6 +65,9 @@ def notes(results: Sequence[ProbeResult]) -> list[str]:
             value = r.details.get(key)
             if value not in (None, ""):
                 out.append(f"    {label}: {value}")
+        for key, value in r.details.items():  # the protocol's own fields (kex, extensions, ...), briefly
+            if key not in _LABELS and key not in _QUIET and value not in (None, "", [], {}):
+                out.append(f"    {key.replace('_', ' ')}: {_brief(value)}")
         if r.tls is not None and not r.tls.error:
             out.extend("    " + line for line in tls_lines(r.tls))
         if r.banner and r.protocol in ("unknown", None):
