@@ -11,8 +11,8 @@ PACKAGES=(
     iproute2 net-tools lsof psmisc procps nftables util-linux
     # the test bed's daemons ("nginx" is the real package in bookworm; nginx-light/-core are metapackages)
     nginx openssh-server openssh-client dnsmasq-base redis-server postgresql
-    # mail and file transfer for the probes (SMTP with STARTTLS, IMAP/POP3, FTP with AUTH TLS), memcached
-    opensmtpd dovecot-imapd dovecot-pop3d vsftpd memcached
+    # mail and file transfer for the probes (SMTP with STARTTLS, IMAP/POP3, FTP with AUTH TLS), memcached, snmpd
+    opensmtpd dovecot-imapd dovecot-pop3d vsftpd memcached snmpd
     # compares scan results in a later issue
     ndiff
 )

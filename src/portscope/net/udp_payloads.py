@@ -11,14 +11,14 @@ import os
 import struct
 
 
-def _dns_query(name: str = "", qtype: int = 2, tid: bytes | None = None) -> bytes:
+def dns_query(name: str = "", qtype: int = 2, tid: bytes | None = None, qclass: int = 1) -> bytes:
     """A standard query (RD set), default `. IN NS`: every DNS server answers it, even if to refuse."""
     header = (tid or os.urandom(2)) + struct.pack(">HHHHH", 0x0100, 1, 0, 0, 0)
     labels = b"".join(bytes([len(p)]) + p.encode("ascii") for p in name.strip(".").split(".") if p)
-    return header + labels + b"\x00" + struct.pack(">HH", qtype, 1)
+    return header + labels + b"\x00" + struct.pack(">HH", qtype, qclass)
 
 
-def _ber(tag: int, body: bytes) -> bytes:
+def ber(tag: int, body: bytes) -> bytes:
     n = len(body)
     length = (
         bytes([n]) if n < 0x80 else bytes([0x81, n]) if n < 0x100 else bytes([0x82]) + n.to_bytes(2, "big")
@@ -26,12 +26,12 @@ def _ber(tag: int, body: bytes) -> bytes:
     return bytes([tag]) + length + body
 
 
-def _snmp_get(community: bytes = b"public") -> bytes:
+def snmp_get(community: bytes = b"public") -> bytes:
     """SNMPv2c get-request for sysDescr.0 (1.3.6.1.2.1.1.1.0)."""
-    oid = _ber(0x06, bytes([0x2B, 6, 1, 2, 1, 1, 1, 0]))
-    varbind = _ber(0x30, oid + b"\x05\x00")
-    pdu = _ber(0xA0, _ber(0x02, b"\x01") + _ber(0x02, b"\x00") + _ber(0x02, b"\x00") + _ber(0x30, varbind))
-    return _ber(0x30, _ber(0x02, b"\x01") + _ber(0x04, community) + pdu)
+    oid = ber(0x06, bytes([0x2B, 6, 1, 2, 1, 1, 1, 0]))
+    varbind = ber(0x30, oid + b"\x05\x00")
+    pdu = ber(0xA0, ber(0x02, b"\x01") + ber(0x02, b"\x00") + ber(0x02, b"\x00") + ber(0x30, varbind))
+    return ber(0x30, ber(0x02, b"\x01") + ber(0x04, community) + pdu)
 
 
 _NTP_CLIENT = b"\x1b" + b"\x00" * 47  # LI 0, version 3, mode 3 (client)
@@ -47,10 +47,10 @@ _MEMCACHED_VERSION = b"\x00\x01\x00\x00\x00\x01\x00\x00version\r\n"
 _RPC_NULL = struct.pack(">IIIIII", 0x50535343, 0, 2, 100000, 2, 0) + b"\x00" * 16  # portmapper NULL call
 
 PAYLOADS: dict[int, bytes] = {
-    53: _dns_query(),
-    5353: _dns_query(),
+    53: dns_query(),
+    5353: dns_query(),
     123: _NTP_CLIENT,
-    161: _snmp_get(),
+    161: snmp_get(),
     137: _NETBIOS_NODE_STATUS,
     1900: _SSDP,
     11211: _MEMCACHED_VERSION,

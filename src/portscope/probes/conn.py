@@ -16,6 +16,7 @@ import ssl
 import time
 
 READ_CAP = 64 * 1024  # bytes returned by one read call
+SEEN_CAP = 4096  # first bytes kept for recognizers
 CONN_CAP = 1024 * 1024  # bytes one connection may receive in all before we hang up (a flooding peer)
 
 
@@ -54,6 +55,9 @@ class Conn:
         self._in: ssl.MemoryBIO | None = None
         self._out: ssl.MemoryBIO | None = None
         self._pending = b""  # plain bytes read but not yet handed out (read_line, TLS leftovers)
+        # The first bytes the peer sent, whatever they were: when a probe does not understand its
+        # answer, the other probes' recognizers may (Redis names itself in its reply to an HTTP GET).
+        self.seen = b""
 
     @classmethod
     async def open(cls, address: str, port: int, deadline: Deadline, timeout: float) -> Conn:
@@ -94,6 +98,8 @@ class Conn:
         if not data:
             self.eof = True
         self.received += len(data)
+        if len(self.seen) < SEEN_CAP:
+            self.seen += data[: SEEN_CAP - len(self.seen)]
         return data
 
     async def _raw_write(self, data: bytes) -> bool:
@@ -195,12 +201,20 @@ class Conn:
 
     # -- TLS -----------------------------------------------------------------------------------------
 
-    async def start_tls(self, context: ssl.SSLContext, server_hostname: str | None, timeout: float) -> bytes:
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        server_hostname: str | None,
+        timeout: float,
+        first_timeout: float | None = None,
+    ) -> bytes:
         """Handshake over this connection. Returns b"" on success, else the raw bytes the peer sent.
 
         Raises ssl.SSLError for a failed handshake (the peer spoke TLS but refused us); returns the
         peer's non-TLS bytes (possibly b"" when it closed or stayed silent) with self.tls still None
-        when it did not speak TLS at all, so the caller can name what it did speak.
+        when it did not speak TLS at all, so the caller can name what it did speak. `first_timeout`
+        bounds the wait for the server's first byte: a TLS server answers a ClientHello at once, and a
+        text protocol reading it as a line (Redis) would otherwise hold us for the whole `timeout`.
         """
         self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
         tls = context.wrap_bio(self._in, self._out, server_side=False, server_hostname=server_hostname)
@@ -215,7 +229,10 @@ class Conn:
                 pass
             if not await self._flush_bio(self._out):
                 return raw_seen
-            chunk = await self._raw_read(READ_CAP, max(0.0, end - time.monotonic()))
+            wait = max(0.0, end - time.monotonic())
+            if first and first_timeout is not None:
+                wait = min(wait, first_timeout)
+            chunk = await self._raw_read(READ_CAP, wait)
             if not chunk:
                 return raw_seen
             if first and not _looks_like_tls(chunk):

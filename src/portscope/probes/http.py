@@ -124,6 +124,8 @@ def _application(resp: Response) -> tuple[str, str, str] | None:
         or ("api-version" in h and b'"message"' in body)
     ):
         return "docker", "Docker Engine API", "Server/Api-Version headers"
+    if b"trying to access MongoDB over HTTP" in body:  # mongod's answer to HTTP on its driver port
+        return "mongodb", "MongoDB", "its answer to HTTP on the native driver port"
     if h.get("x-elastic-product") == "Elasticsearch" or b"You Know, for Search" in body:
         return "elasticsearch", "Elasticsearch", "X-Elastic-Product header or tagline"
     if b'"etcdserver"' in body or b'"etcdcluster"' in body:

@@ -62,6 +62,8 @@ async def probe_one(check: CheckResult, settings: Settings, expect: str | None =
     finally:
         await session.close()
     result.elapsed_ms = (time.monotonic() - started) * 1000
+    if ident is not None and check.proto == "udp" and check.status != "open":
+        check.status, check.reason = "open", "udp-response"  # the probe's request got the answer
     _fill(result, ident, banner)
     _judge(result)
     return result
@@ -82,6 +84,8 @@ def _order(port: int, expected: Probe | None, proto: str = "tcp", tls_first: boo
     out: list[Probe] = []
     for p in [*head, *listed, *rest]:
         runnable = (p.run is not None or p.name == "tls") if proto == "tcp" else p.run_udp is not None
+        if proto == "tcp" and p.server_first and p is not expected:
+            runnable = False  # the banner wait heard nothing: another wait for a greeting only burns time
         if p not in out and runnable:
             out.append(p)
     return out
@@ -130,15 +134,23 @@ async def _identify_tcp(
         else:
             assert probe.run is not None
             ident = await probe.run(session, b"")
+            spent = session.conn
+            if ident is None and spent is not None and spent.tls is None and spent.seen:
+                ident = await _from_bytes(session, result, spent.seen, want, skip=probe)
         if ident is not None:
             return ident, banner
     return None, banner
 
 
-async def _from_bytes(session: Session, result: ProbeResult, data: bytes, want: Probe | None) -> Ident | None:
-    """Name what sent `data` (a banner, or a reply to another protocol); deepen with its probe's run."""
-    candidates = [want] if want and want.recognize else []
-    candidates += [p for p in all_probes() if p.recognize and p not in candidates]
+async def _from_bytes(
+    session: Session, result: ProbeResult, data: bytes, want: Probe | None, skip: Probe | None = None
+) -> Ident | None:
+    """Name what sent `data` (a banner, or a reply to another protocol's request) and deepen with that
+    protocol's own run(): on the same connection for a banner, on a fresh one for a client-first
+    protocol (a Redis error to our HTTP GET: reconnect and PING). The recognizer's guess stands when
+    the deepening fails or time is up."""
+    candidates = [want] if want and want.recognize and want is not skip else []
+    candidates += [p for p in all_probes() if p.recognize and p not in candidates and p is not skip]
     for probe in candidates:
         assert probe.recognize is not None
         try:
@@ -147,12 +159,20 @@ async def _from_bytes(session: Session, result: ProbeResult, data: bytes, want: 
             ident = None
         if ident is None:
             continue
-        if probe.server_first and probe.run is not None and session.conn is not None and not session.conn.eof:
+        if probe.run is None or session.deadline.expired:
+            return ident
+        deeper = None
+        if probe.server_first and session.conn is not None and not session.conn.eof:
             result.probes.append(probe.name)
             deeper = await probe.run(session, data)
-            if deeper is not None:
-                return deeper
-        return ident
+        elif not probe.server_first and (session.conn is None or session.conn.tls is None):
+            result.probes.append(f"{probe.name} (recognised its answer)")
+            try:
+                await session.connect()
+            except ConnectFailed:
+                return ident
+            deeper = await probe.run(session, b"")
+        return deeper if deeper is not None else ident
     return None
 
 

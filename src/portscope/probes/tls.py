@@ -37,7 +37,9 @@ async def handshake(session: Session, conn: Conn, alpn: list[str] | None = None)
     info = TlsInfo(sni=sni)
     ctx = tls_context(session.settings, alpn)
     try:
-        plain = await conn.start_tls(ctx, sni, session.deadline.left(HANDSHAKE_TIMEOUT))
+        plain = await conn.start_tls(
+            ctx, sni, session.deadline.left(HANDSHAKE_TIMEOUT), first_timeout=session.settings.read_timeout
+        )
     except ssl.SSLError as e:
         info.error = f"handshake failed: {_ssl_reason(e)}"
         return info, b""
