@@ -12,7 +12,7 @@ PACKAGES=(
     # the test bed's daemons ("nginx" is the real package in bookworm; nginx-light/-core are metapackages)
     nginx openssh-server openssh-client dnsmasq-base redis-server postgresql
     # mail and file transfer for the probes (SMTP with STARTTLS, IMAP/POP3, FTP with AUTH TLS), memcached, snmpd
-    opensmtpd dovecot-imapd dovecot-pop3d vsftpd memcached snmpd
+    opensmtpd dovecot-imapd dovecot-pop3d dovecot-submissiond vsftpd memcached snmpd
     # compares scan results in a later issue
     ndiff
 )

@@ -13,7 +13,8 @@ Layout of bed number X (1..200, chosen so concurrent beds do not collide):
   (198.18.0.0/15 is the RFC 2544 benchmark range; fd70:7073:6265::/48 is a ULA prefix, "psbe" in ASCII)
 - in the root namespace, ``unreachable`` routes for 198.19.X.0/24 and fd70:7073:6265:(0x8000+X)::/64:
   a connect() to them fails at once with EHOSTUNREACH, decided by the local routing table
-- nginx, sshd, dnsmasq, redis and PostgreSQL inside the namespace, each with its own config, pid file,
+- nginx, sshd, dnsmasq, redis, PostgreSQL, OpenSMTPD (SMTP on 25), Dovecot (IMAP 143/993, POP3 110/995,
+  submission 587/465) and vsftpd (FTP 21) inside the namespace, each with its own config, pid file,
   logs and data under one temp dir; nftables table ``inet psbed`` in the namespace
 
 Everything is removed by ``down()``, by an atexit handler, and, after a crash, by ``clean_stale()``
@@ -78,6 +79,8 @@ UNREACHABLE_ERRNO = errno.EHOSTUNREACH
 
 _NGINX_PLAIN_PORTS = (80, 8081, 8082, 8083, 6380, 8444)
 _POSTGRES_GLOB = "/usr/lib/postgresql/*/bin/postgres"
+_DOVECOT_LIBEXEC = ("/usr/lib/dovecot", "/usr/libexec/dovecot")
+_DOVECOT_PORTS = (110, 143, 465, 587, 993, 995)
 
 
 class BedUnavailable(RuntimeError):
@@ -105,12 +108,27 @@ def unavailable_reason() -> str | None:
         return "the network test bed needs root (network namespaces, nftables); CI runs it as root"
     missing = [
         n
-        for n in ("ip", "nft", "nginx", "sshd", "ssh-keygen", "dnsmasq", "redis-server", "setpriv")
+        for n in (
+            "ip",
+            "nft",
+            "nginx",
+            "sshd",
+            "ssh-keygen",
+            "dnsmasq",
+            "redis-server",
+            "setpriv",
+            "unshare",
+            "smtpd",
+            "dovecot",
+            "vsftpd",
+        )
         if not _which(n)
     ]
     bindir = _postgres_bindir()
     if bindir is None or not (bindir / "initdb").exists():
         missing.append("postgresql (initdb, postgres)")
+    if _which("dovecot") and not any(Path(d, "submission-login").exists() for d in _DOVECOT_LIBEXEC):
+        missing.append("dovecot-submissiond")
     try:
         import cryptography  # noqa: F401
     except ImportError:
@@ -363,7 +381,7 @@ def _make_certificates(directory: Path, addr4: str, addr6: str) -> dict[str, _Ce
         .issuer_name(ca_name)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - day)
+        .not_valid_before(now - 90 * day)  # valid through the expired leaf's lifetime, as real CAs are
         .not_valid_after(now + 30 * day)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
@@ -601,16 +619,33 @@ class TestBed:
 
     def _fill_truth(self) -> None:
         t: dict[tuple[str, int], tuple[str, str, str]] = {
+            ("tcp", 21): (
+                "open",
+                "syn-ack",
+                f"vsftpd FTP, AUTH TLS with the certificate for {CERT_HOSTNAME}",
+            ),
             ("tcp", 22): ("open", "syn-ack", "OpenSSH sshd"),
+            ("tcp", 25): (
+                "open",
+                "syn-ack",
+                "OpenSMTPD ESMTP, STARTTLS offered; Debian 12's OpenSMTPD 6.8 fails the TLS handshake"
+                " itself (its privsep keys and OpenSSL 3, upstream issue 1171): a real broken STARTTLS",
+            ),
             ("tcp", 53): ("open", "syn-ack", "dnsmasq DNS over TCP"),
             ("udp", 53): ("open", "udp-response", f"dnsmasq DNS: {CERT_HOSTNAME} A {self.addr4}"),
             ("tcp", 80): ("open", "syn-ack", "nginx HTTP"),
             ("tcp", 81): ("closed", "conn-refused", "nothing listens"),
+            ("tcp", 110): ("open", "syn-ack", "Dovecot POP3, STLS"),
+            ("tcp", 143): ("open", "syn-ack", "Dovecot IMAP, STARTTLS, LOGINDISABLED before TLS"),
             ("tcp", 443): (
                 "open",
                 "syn-ack",
                 f"nginx HTTPS, certificate for {CERT_HOSTNAME} signed by ca_pem",
             ),
+            ("tcp", 465): ("open", "syn-ack", "Dovecot SMTP submission over implicit TLS (submissions)"),
+            ("tcp", 587): ("open", "syn-ack", "Dovecot SMTP submission, STARTTLS, AUTH only after TLS"),
+            ("tcp", 993): ("open", "syn-ack", "Dovecot IMAP over implicit TLS"),
+            ("tcp", 995): ("open", "syn-ack", "Dovecot POP3 over implicit TLS"),
             ("tcp", 5432): ("open", "syn-ack", "PostgreSQL (SSL off: SSLRequest gets 'N')"),
             ("tcp", 6379): ("open", "syn-ack", "redis"),
             ("tcp", 6380): ("filtered", "no-response", "nft drop; nginx HTTP listens behind it"),
@@ -739,6 +774,9 @@ table inet psbed {{
         sshd = self._start_sshd()
         dnsmasq = self._start_dnsmasq()
         redis = self._start_redis()
+        smtpd = self._start_smtpd(certs)
+        dovecot = self._start_dovecot(certs)
+        vsftpd = {addr: self._start_vsftpd(certs, addr) for addr in (self.addr4, self.addr6)}
         checks: list[tuple[str, _Daemon, Callable[[], bool]]] = []
         for addr in (self.addr4, self.addr6):
             checks += [
@@ -748,6 +786,11 @@ table inet psbed {{
                 (f"dnsmasq {addr} 53/udp", dnsmasq, partial(_dns_answers, addr)),
                 (f"dnsmasq {addr} 53/tcp", dnsmasq, partial(_tcp_accepts, addr, 53)),
                 (f"redis {addr} 6379", redis, partial(_tcp_accepts, addr, 6379)),
+                (f"smtpd {addr} 25", smtpd, partial(_tcp_accepts, addr, 25)),
+                (f"vsftpd {addr} 21", vsftpd[addr], partial(_tcp_accepts, addr, 21)),
+            ]
+            checks += [
+                (f"dovecot {addr} {p}", dovecot, partial(_tcp_accepts, addr, p)) for p in _DOVECOT_PORTS
             ]
         deadline = t0 + READY_TIMEOUT
         self._wait_initdb(initdb, deadline)
@@ -914,6 +957,115 @@ appendonly no
             [_which("redis-server") or "redis-server", str(d / "redis.conf")],
             extra_logs=[d / "redis.log"],
         )
+
+    def _start_smtpd(self, certs: dict[str, _CertPaths]) -> _Daemon:
+        """OpenSMTPD on 25 with STARTTLS offered; it accepts no mail (every recipient is rejected).
+
+        smtpd has no option for its queue (/var/spool/smtpd) or control socket (/var/run/smtpd.sock):
+        it runs in a private mount namespace where the bed's own directories are bound over /var/spool
+        and /run, so concurrent beds never share them and nothing is left on the host's file systems.
+        """
+        d = self._mkdir("smtpd")
+        for sub in ("spool", "run"):
+            (d / sub).mkdir(mode=0o755)
+        good = certs["good"]
+        conf = f"""pki {CERT_HOSTNAME} cert "{good.cert}"
+pki {CERT_HOSTNAME} key "{good.key}"
+listen on {self.addr4} port 25 tls pki {CERT_HOSTNAME} hostname {CERT_HOSTNAME}
+listen on {self.addr6} port 25 tls pki {CERT_HOSTNAME} hostname {CERT_HOSTNAME}
+match from any for any reject
+"""
+        (d / "smtpd.conf").write_text(conf)
+        script = 'mount --bind "$1" /var/spool && mount --bind "$2" /run && exec "$3" -d -f "$4"'
+        unshare = _which("unshare") or "unshare"
+        argv = [unshare, "--mount", "--propagation", "private", "sh", "-ec", script, "sh"]
+        argv += [str(d / "spool"), str(d / "run"), _which("smtpd") or "smtpd", str(d / "smtpd.conf")]
+        return self._spawn("smtpd", argv)
+
+    def _start_dovecot(self, certs: dict[str, _CertPaths]) -> _Daemon:
+        """Dovecot: IMAP, POP3 and SMTP submission, plain with STARTTLS and over implicit TLS.
+
+        No user can log in (an empty passdb); the probes only need the greetings and the upgrades.
+        `ssl = required` makes the plain ports refuse authentication before TLS, as a real server should.
+        """
+        d = self._mkdir("dovecot")
+        good = certs["good"]
+        conf = f"""protocols = imap pop3 submission
+listen = {self.addr4}, {self.addr6}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+hostname = {CERT_HOSTNAME}
+ssl = required
+ssl_cert = <{good.cert}
+ssl_key = <{good.key}
+mail_location = maildir:{d}/mail/%u
+passdb {{
+  driver = passwd-file
+  args = /dev/null
+}}
+userdb {{
+  driver = passwd-file
+  args = /dev/null
+}}
+service submission-login {{
+  inet_listener submission {{
+    port = 587
+  }}
+  inet_listener submissions {{
+    port = 465
+    ssl = yes
+  }}
+}}
+"""
+        (d / "dovecot.conf").write_text(conf)
+        return self._spawn(
+            "dovecot",
+            [_which("dovecot") or "dovecot", "-F", "-c", str(d / "dovecot.conf")],
+            extra_logs=[d / "dovecot.log"],
+        )
+
+    def _start_vsftpd(self, certs: dict[str, _CertPaths], addr: str) -> _Daemon:
+        """vsftpd on 21 with AUTH TLS; one process per address family (vsftpd listens on one address).
+
+        Nobody can log in (an empty allow list), so no file is ever served; passive mode is off.
+        """
+        family = "6" if ":" in addr else "4"
+        d = self.tmpdir / "vsftpd"
+        if not d.exists():
+            self._mkdir("vsftpd")
+            (d / "empty").mkdir(mode=0o755)  # secure_chroot_dir: empty, not writable by the ftp user
+        good = certs["good"]
+        if family == "6":
+            listen = f"listen=NO\nlisten_ipv6=YES\nlisten_address6={addr}"
+        else:
+            listen = f"listen=YES\nlisten_ipv6=NO\nlisten_address={addr}"
+        conf = f"""{listen}
+listen_port=21
+background=NO
+anonymous_enable=NO
+local_enable=YES
+userlist_enable=YES
+userlist_deny=NO
+userlist_file=/dev/null
+pam_service_name=portscope-bed-nologin
+write_enable=NO
+pasv_enable=NO
+port_enable=NO
+secure_chroot_dir={d}/empty
+nopriv_user=ftp
+xferlog_enable=NO
+vsftpd_log_file={d}/vsftpd{family}.log
+ssl_enable=YES
+rsa_cert_file={good.cert}
+rsa_private_key_file={good.key}
+ssl_ciphers=HIGH
+require_ssl_reuse=NO
+seccomp_sandbox=NO
+"""
+        path = d / f"vsftpd{family}.conf"
+        path.write_text(conf)
+        return self._spawn(f"vsftpd{family}", [_which("vsftpd") or "vsftpd", str(path)])
 
     def _as_postgres(self, argv: Sequence[str]) -> list[str]:
         # setpriv execs the command (runuser forks and waits), so the Popen pid is the daemon itself.

@@ -47,7 +47,13 @@ def rows(results: Sequence[ProbeResult], with_host: bool) -> list[list[str]]:
         if with_host:
             port = f"{c.host} {port}"
         version = " ".join(x for x in (r.product, r.version) if x)
-        tls = r.tls.version or "" if r.tls and not r.tls.error else ""
+        tls = (
+            (r.tls.version or "")
+            if r.tls and not r.tls.error
+            else "failed"
+            if r.tls and r.tls.starttls
+            else ""
+        )
         expected = "" if r.matches is None else f"{'yes' if r.matches else 'NO'} ({r.expected})"
         # not probed (closed, filtered): the registry's name, as nmap shows its table guess
         service = r.service if r.service is not None else c.service or ""

@@ -216,6 +216,9 @@ class Conn:
         bounds the wait for the server's first byte: a TLS server answers a ClientHello at once, and a
         text protocol reading it as a line (Redis) would otherwise hold us for the whole `timeout`.
         """
+        if self._pending:  # the peer spoke on, in plain text, right after its go-ahead
+            plain, self._pending = self._pending, b""
+            return plain
         self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
         tls = context.wrap_bio(self._in, self._out, server_side=False, server_hostname=server_hostname)
         end = time.monotonic() + timeout

@@ -112,14 +112,17 @@ async def _identify_tcp(
         result.details["error"] = f"could not connect again: {clean_text(e.strerror or str(e))}"
         return None, b""
     wait = session.settings.banner_wait_known if want and want.server_first else session.settings.banner_wait
-    if want and not want.server_first:
-        wait = min(wait, 0.05)  # a port that should be client-first: do not wait, a banner still shows up
+    tls_expected = bool(expected and _tls_form(_canonical(expected)))
+    if (want and not want.server_first) or tls_expected:
+        # client-first, or TLS first (465, 993: the greeting comes inside TLS): do not wait; a
+        # banner still shows up in the answer to what we send
+        wait = min(wait, 0.05)
     result.probes.append("banner")
     banner = await conn.read(4096, session.deadline.left(wait))
     if banner:
         return await _from_bytes(session, result, banner, want), banner
     used = False
-    for probe in _order(session.port, want, tls_first=bool(expected and _tls_form(_canonical(expected)))):
+    for probe in _order(session.port, want, tls_first=tls_expected):
         if session.deadline.expired:
             break
         if used or conn.eof:
@@ -291,6 +294,8 @@ def _judge(result: ProbeResult) -> None:
     spoke_tls = result.tls is not None and result.tls.error is None and not result.tls.starttls
     result.summary = _verdict(result, spoke_tls)
     problems = tls_problems(result.tls) if result.tls is not None and result.tls.error is None else []
+    if result.tls is not None and result.tls.starttls and result.tls.error:
+        problems.insert(0, f"STARTTLS failed: {result.tls.error}")
     problems += result.details.get("problems", [])
     if problems:
         result.summary += "; " + ", ".join(problems)
