@@ -87,6 +87,9 @@ class Probe:
     udp_ports: frozenset[int] = frozenset()
     run_udp: RunUdpFn | None = None
     rarity: int = 5  # order among the "rest" on unknown ports: common protocols (low) first
+    # Specific services this probe tells apart (http: docker, etcd, ...): an expectation of one of
+    # them runs this probe first, but only that service itself, not the generic protocol, matches it.
+    identifies: frozenset[str] = frozenset()
 
 
 class Session:

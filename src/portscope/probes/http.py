@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from portscope import __version__
 from portscope.probes.base import Ident, Probe, Session, clean_text
+from portscope.probes.conn import Conn
 
 HEAD_CAP = 32 * 1024
 BODY_CAP = 64 * 1024
@@ -140,13 +141,8 @@ def _application(resp: Response) -> tuple[str, str, str] | None:
         return "prometheus", "Prometheus", f"redirect to {loc}"
     if b"<title>Prometheus" in body:
         return "prometheus", "Prometheus", "page title"
-    if (
-        resp.status == 404
-        and server == ""
-        and body.strip() in (b"404 page not found",)
-        and "content-type" in h
-    ):
-        return "kubelet", "Kubernetes kubelet (or another Go server)", "Go's plain 404 page"
+    if b'"gitVersion"' in body and b'"goVersion"' in body:  # Kubernetes /version (version.Info)
+        return "kube-apiserver", "Kubernetes API server", "/version answers with a Kubernetes version.Info"
     return None
 
 
@@ -154,11 +150,58 @@ async def run(session: Session, banner: bytes) -> Ident | None:
     conn = session.conn
     if conn is None:
         return None
+    tls = conn.tls is not None
+    resp = await _get(session, conn, "/")
+    if resp is None:
+        return None
+    ident = identify(resp, tls=tls)
+    if ident.service in ("http", "https") and _go_default(resp) and not session.deadline.expired:
+        # etcd, the Kubernetes API and the kubelet are Go servers whose / is a bare 404 or 401;
+        # /version tells etcd and Kubernetes apart (anonymous readers may see it on both)
+        follow = await _get_again(session, "/version", tls)
+        if follow is not None:
+            again = identify(follow, tls=tls)
+            if again.service not in ("http", "https"):
+                again.details["first_answer"] = ident.details
+                return again
+        if session.port == 10250:
+            ident.service, ident.product, ident.confidence = "kubelet", "Kubernetes kubelet", "low"
+            ident.details["app_evidence"] = "a Go server's bare answer on the kubelet's port"
+    if ident.service == "kube-apiserver" and ident.version is None and not session.deadline.expired:
+        follow = await _get_again(session, "/version", tls)  # public to anonymous users by default
+        if follow is not None and (found := _json_version(follow.body)):
+            ident.version = found
+    return ident
+
+
+def _go_default(resp: Response) -> bool:
+    """The bare answers of Go's net/http: "404 page not found", or a plain 401 "Unauthorized"."""
+    body = resp.body.strip()
+    return "server" not in resp.headers and (
+        (resp.status == 404 and body == b"404 page not found")
+        or (resp.status == 401 and body == b"Unauthorized")
+    )
+
+
+async def _get_again(session: Session, path: str, tls: bool) -> Response | None:
+    """A second request on a fresh connection (we asked the server to close the first)."""
+    try:
+        conn = await session.connect()
+    except OSError:
+        return None
+    if tls:
+        await session.start_tls(conn, ["http/1.1"])
+        if conn.tls is None:
+            return None
+    return await _get(session, conn, path)
+
+
+async def _get(session: Session, conn: Conn, path: str) -> Response | None:
     host = session.host if ":" not in session.host else f"[{session.host.strip('[]')}]"
     if session.port not in (80, 443):
         host = f"{host}:{session.port}"
     request = (
-        f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: portscope/{__version__}\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: portscope/{__version__}\r\n"
         "Accept: */*\r\nConnection: close\r\n\r\n"
     ).encode()
     if not await conn.write(request):
@@ -172,20 +215,14 @@ async def run(session: Session, banner: bytes) -> Ident | None:
     want = min(int(length), BODY_CAP) if length.isdigit() else BODY_CAP
     body = resp.body + await conn.read_exactly(max(0, want - len(resp.body)), session.deadline.left(1.0))
     resp.body = body[:BODY_CAP]
-    return identify(resp, tls=conn.tls is not None)
+    return resp
 
 
 PROBE = Probe(
     name="http",
-    names=frozenset(
+    names=frozenset({"http", "https", "http-alt", "https-alt", "www", "www-http", "http-proxy"}),
+    identifies=frozenset(
         {
-            "http",
-            "https",
-            "http-alt",
-            "https-alt",
-            "www",
-            "www-http",
-            "http-proxy",
             "docker",
             "docker-tls",
             "etcd",

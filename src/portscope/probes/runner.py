@@ -97,7 +97,7 @@ def expected_probe(expected: str | None) -> Probe | None:
         return None
     for name in (expected, *(i.name for i in lookup_name(expected))):
         for p in all_probes():
-            if name == p.name or name in p.names:
+            if name == p.name or name in p.names or name in p.identifies:
                 return p
     return None
 
