@@ -223,3 +223,61 @@ class ProbeResult:
             }
         )
         return out
+
+
+# Diagnosis verdicts (DESIGN.md, README): stable codes scripts may depend on.
+VERDICTS = (
+    "ok",
+    "dns_failure",
+    "unreachable",
+    "refused",
+    "filtered",
+    "loopback_only",
+    "service_on_other_port",
+    "wrong_protocol",
+    "tls_expired",
+    "tls_hostname_mismatch",
+    "tls_untrusted",
+    "tls_handshake_failed",
+    "dns_tcp_blocked",
+    "port_in_use",
+)
+
+
+@dataclass(slots=True)
+class Evidence:
+    """One check of the checklist and what it observed."""
+
+    check: str  # stable id: resolve, listening, firewall, reach, dns_udp, dns_tcp, protocol, tls, bind, ...
+    observation: str  # one sentence, in the user's language
+    passed: bool | None = None  # True: fine; False: this is (part of) the problem; None: for information
+    data: dict[str, Any] = field(default_factory=dict)  # machine-readable facts behind the sentence
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "observation": self.observation, "passed": self.passed, "data": self.data}
+
+
+@dataclass(slots=True)
+class Diagnosis:
+    """The answer to "why doesn't it connect?": a verdict, the evidence, and what to do next."""
+
+    verdict: str  # one of VERDICTS
+    summary: str  # one sentence
+    host: str | None = None
+    address: str | None = None
+    port: int | None = None
+    proto: str = "tcp"
+    evidence: list[Evidence] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)  # commands and configuration changes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "summary": self.summary,
+            "host": self.host,
+            "address": self.address,
+            "port": self.port,
+            "proto": self.proto,
+            "evidence": [e.to_dict() for e in self.evidence],
+            "next_steps": list(self.next_steps),
+        }
