@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
 import re
@@ -24,7 +23,7 @@ import subprocess
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,34 +31,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portscope.model import CheckResult, ProbeResult
+from portscope.model import ProbeResult
 from portscope.probes import amqp, ldap, memcached, mongodb, mysql, postgresql, redis
-from portscope.probes.base import Ident, Settings
-from portscope.probes.runner import probe_one
 from tests.bed.bed import TestBed
 from tests.helpers import portscope
+from tests.probes.support import (
+    Handler,
+    assert_clean,
+    probe_peer,
+    probe_port,
+    self_signed,
+    server_context,
+    stop,
+)
 
-UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f]")
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+# The longest string a parser here may return, and one in a whole ProbeResult (summary included).
+PARSED = 400
+RESULT = 1000
 
 
 # -- plumbing -------------------------------------------------------------------------------------------
-
-
-def _assert_clean(value: Any, limit: int = 400) -> None:
-    """Every string in a parsed result: no control characters, bounded."""
-    if isinstance(value, str):
-        assert not UNSAFE.search(value), value
-        assert len(value) <= limit, len(value)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _assert_clean(k, limit)
-            _assert_clean(v, limit)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            _assert_clean(v, limit)
-    elif isinstance(value, Ident):
-        _assert_clean([value.service, value.protocol, value.product, value.version, value.details], limit)
 
 
 def _size(value: Any) -> int:
@@ -83,83 +74,41 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, seconds
     raise RuntimeError(f"{what} did not listen on {port} within {seconds} s")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+@contextlib.contextmanager
+def _daemon(argv: list[str], port: int, what: str) -> Iterator[int]:
+    """Run `argv`, a daemon told to listen on 127.0.0.1:`port`, for the with block; yields the port."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(port, proc, what)
+        yield port
+    finally:
+        stop(proc)
 
 
-def _run_probe(
-    handler: Handler, expect: str | None = None, timeout: float = 8.0, service: str | None = None
-) -> ProbeResult:
-    """Serve `handler` on 127.0.0.1 and probe it through the runner, in one event loop."""
+def _run_probe(handler: Handler, expect: str | None = None, timeout: float = 8.0) -> ProbeResult:
+    """`handler` served on 127.0.0.1 and probed through the runner; a hang fails 20 s past the deadline."""
+    return probe_peer(handler, expect, timeout=timeout, grace=20)
 
-    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await handler(reader, writer)
-        except (OSError, asyncio.IncompleteReadError, ssl.SSLError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
 
-    async def main() -> ProbeResult:
-        server = await asyncio.start_server(guarded, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            check = CheckResult("127.0.0.1", "127.0.0.1", port, "tcp", "open", "syn-ack", service=service)
-            return await asyncio.wait_for(probe_one(check, Settings(timeout=timeout), expect), timeout + 20)
-        finally:
-            server.close()
-
-    return asyncio.run(main())
+def _run_probe_port(port: int, expect: str | None, timeout: float = 8.0) -> ProbeResult:
+    """A real daemon's port on 127.0.0.1 through the runner, with _run_probe's deadlines."""
+    return asyncio.run(probe_port(port, expect, timeout=timeout, grace=20))
 
 
 def _assert_result_clean(r: ProbeResult) -> None:
-    _assert_clean([r.service, r.protocol, r.product, r.version, r.details, r.summary], 1000)
+    assert_clean([r.service, r.protocol, r.product, r.version, r.details, r.summary], RESULT)
     assert _size(r.to_dict()) < 20000
 
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate and its key, for the fake servers' TLS."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "db.test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("db.test")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    d = tmp_path_factory.mktemp("tls")
-    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return d / "cert.pem", d / "key.pem"
+    """A self-signed certificate and its key, for the fake servers' TLS and the real PostgreSQL's."""
+    return self_signed(tmp_path_factory.mktemp("tls"), "db.test", ["db.test"])
 
 
 @pytest.fixture(scope="module")
 def server_tls(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(*tls_files)
-    return ctx
+    return server_context(*tls_files)
 
 
 # -- Redis ----------------------------------------------------------------------------------------------
@@ -185,18 +134,12 @@ def test_redis_on_the_bed(bed: TestBed) -> None:
     assert r["probes"] == ["banner", "redis"]  # the expected probe went first and was enough
 
 
-@contextlib.contextmanager
-def _redis(directory: Path, password: str | None) -> Iterator[int]:
+def _redis(directory: Path, password: str | None) -> contextlib.AbstractContextManager[int]:
     port = _free_port()
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     argv += ["--dir", str(directory), "--logfile", str(directory / "log")]
     argv += ["--requirepass", password] if password else []
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_listening(port, proc, "redis-server")
-        yield port
-    finally:
-        _stop(proc)
+    return _daemon(argv, port, "redis-server")
 
 
 @pytest.fixture
@@ -218,11 +161,6 @@ def test_redis_with_a_password_says_so_and_is_not_asked_more(redis_with_password
     assert "redis_version" not in r.details
 
 
-def _run_probe_port(port: int, expect: str | None, timeout: float = 8.0) -> ProbeResult:
-    check = CheckResult("127.0.0.1", "127.0.0.1", port, "tcp", "open", "syn-ack")
-    return asyncio.run(probe_one(check, Settings(timeout=timeout), expect))
-
-
 @pytest.mark.parametrize("password", [False, True])
 def test_redis_recognize_reads_what_a_real_redis_says_to_foreign_bytes(
     password: bool, redis_open: int, redis_with_password: int
@@ -241,7 +179,7 @@ def test_redis_recognize_reads_what_a_real_redis_says_to_foreign_bytes(
         answer = ask(foreign)
         ident = redis.recognize(answer)
         assert ident is not None and ident.service == "redis", answer
-        _assert_clean(ident)
+        assert_clean(ident, PARSED)
     # unknown commands and wrong arities are refused before authentication, a valid command after it
     ident = redis.recognize(ask(b"GET /\r\n"))
     if password:
@@ -403,7 +341,7 @@ def postgres_tls_scram(tls_files: tuple[Path, Path]) -> Iterator[int]:
         yield port
     finally:
         if proc is not None:
-            _stop(proc)
+            stop(proc)
         shutil.rmtree(d, ignore_errors=True)
 
 
@@ -681,12 +619,8 @@ def memcached_port() -> Iterator[int]:
     port = _free_port()
     argv = ["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0"]
     argv += ["-u", "nobody"] if os.geteuid() == 0 else []
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_listening(port, proc, "memcached")
+    with _daemon(argv, port, "memcached"):
         yield port
-    finally:
-        _stop(proc)
 
 
 def test_memcached_real_daemon(memcached_port: int) -> None:
@@ -1023,7 +957,7 @@ def _parse_everything(data: bytes) -> list[Any]:
 
 def _check_all(data: bytes) -> None:
     parsed = _parse_everything(data)
-    _assert_clean(parsed)
+    assert_clean(parsed, PARSED)
     assert _size(parsed) < 64 * len(data) + 20000
 
 
@@ -1063,7 +997,7 @@ def test_resp_prefixes(prefix: bytes, rest: bytes) -> None:
 @given(st.binary(max_size=200).filter(lambda b: b"\x00" not in b))
 def test_mysql_versions_in_a_valid_handshake(version: bytes) -> None:
     ident = mysql.parse_handshake(_mysql_handshake(version, 0x80A00, b"mysql_native_password"))
-    _assert_clean(ident)
+    assert_clean(ident, PARSED)
     if ident is not None:
         assert ident.product in ("MySQL", "MariaDB", "TiDB")
         assert ident.version is None or re.fullmatch(r"[0-9][0-9A-Za-z.\-]*", ident.version)

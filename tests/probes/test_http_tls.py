@@ -12,6 +12,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -20,8 +21,7 @@ from hypothesis import strategies as st
 from portscope.probes import http, tls
 from tests.bed.bed import TestBed
 from tests.helpers import portscope
-
-UNSAFE = [chr(c) for c in (*range(0x20), 0x7F)]
+from tests.probes.support import UNSAFE, self_signed_certificate
 
 
 def _probe(bed: TestBed, port: int, *extra: str, ca: bool = True) -> dict[str, object]:
@@ -34,6 +34,14 @@ def _probe(bed: TestBed, port: int, *extra: str, ca: bool = True) -> dict[str, o
     assert isinstance(result, dict)
     result["_rc"] = proc.returncode
     return result
+
+
+def _probe_tls(bed: TestBed, port: int, *, ca: bool = True) -> tuple[dict[str, object], dict[str, Any]]:
+    """_probe() on a port that must have answered TLS, and that TLS part of the result."""
+    r = _probe(bed, port, ca=ca)
+    t = r["tls"]
+    assert isinstance(t, dict)
+    return r, t
 
 
 @pytest.mark.root
@@ -49,10 +57,8 @@ def test_plain_http(bed: TestBed) -> None:
 
 @pytest.mark.root
 def test_https_with_the_bed_ca(bed: TestBed) -> None:
-    r = _probe(bed, 443)
+    r, t = _probe_tls(bed, 443)
     assert (r["identified"], r["protocol"], r["matches"], r["_rc"]) == ("https", "http", True, 0)
-    t = r["tls"]
-    assert isinstance(t, dict)
     assert t["version"] in ("TLSv1.2", "TLSv1.3") and t["cipher"]
     assert t["sni"] == bed.cert_hostname and bed.cert_hostname in t["san"] and bed.addr4 in t["san"]
     assert (t["verified"], t["hostname_match"], t["expired"], t["self_signed"]) == (True, True, False, False)
@@ -62,18 +68,15 @@ def test_https_with_the_bed_ca(bed: TestBed) -> None:
 
 @pytest.mark.root
 def test_https_without_the_ca_is_untrusted(bed: TestBed) -> None:
-    r = _probe(bed, 443, ca=False)
-    t = r["tls"]
-    assert isinstance(t, dict) and t["verified"] is False
+    r, t = _probe_tls(bed, 443, ca=False)
+    assert t["verified"] is False
     assert "authority" in t["verify_error"]
     assert "not trusted" in str(r["summary"])
 
 
 @pytest.mark.root
 def test_expired_certificate(bed: TestBed) -> None:
-    r = _probe(bed, 8443)
-    t = r["tls"]
-    assert isinstance(t, dict)
+    r, t = _probe_tls(bed, 8443)
     assert t["expired"] is True and t["days_left"] < 0 and t["verified"] is True
     assert dt.datetime.fromisoformat(t["not_after"]) < dt.datetime.now(dt.UTC)
     assert "expired" in str(r["summary"])
@@ -81,9 +84,7 @@ def test_expired_certificate(bed: TestBed) -> None:
 
 @pytest.mark.root
 def test_certificate_for_another_name(bed: TestBed) -> None:
-    r = _probe(bed, 9443)
-    t = r["tls"]
-    assert isinstance(t, dict)
+    r, t = _probe_tls(bed, 9443)
     assert t["hostname_match"] is False and bed.wrong_hostname in t["san"] and t["verified"] is True
     assert f"not for {bed.cert_hostname}" in str(r["summary"])
 
@@ -212,7 +213,7 @@ def test_hostile_peers_end_in_time_and_stay_escaped(
         proc = portscope(*args, *([fmt] if fmt else []))
         assert proc.returncode == 1, proc.stderr
         assert "Traceback" not in proc.stderr
-        assert not any(c in proc.stdout.replace("\n", "") for c in UNSAFE)
+        assert not UNSAFE.search(proc.stdout.replace("\n", ""))
         assert "\x9b" not in proc.stdout
     result = json.loads(portscope("probe", f"127.0.0.1:{port}", "--probe-timeout", "3", "--json").stdout)[0]
     assert result["elapsed_ms"] < 3000 + 1500  # its deadline, plus closing; not a speed test
@@ -231,7 +232,7 @@ def test_recognizers_never_raise(data: bytes) -> None:
         ident = recognize(data)
         if ident is not None:
             for value in (ident.service, ident.product, ident.version, *map(str, ident.details.values())):
-                assert value is None or not any(c in value for c in UNSAFE)
+                assert value is None or not UNSAFE.search(value)
 
 
 @settings(max_examples=300, deadline=None)
@@ -241,38 +242,13 @@ def test_http_heads_stay_clean_and_bounded(data: bytes) -> None:
     assert resp is not None
     for k, v in resp.headers.items():
         assert len(k) <= 65 and len(v) <= 513
-        assert not any(c in k + v for c in UNSAFE)
+        assert not UNSAFE.search(k + v)
     ident = http.identify(resp, tls=False)
     assert ident.protocol == "http"
 
 
 def test_hostname_rules() -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ignored.example")])
-    now = dt.datetime.now(dt.UTC)
-    san = x509.SubjectAlternativeName(
-        [
-            x509.DNSName("*.bed.test"),
-            x509.DNSName("exact.test"),
-            x509.IPAddress(__import__("ipaddress").ip_address("::1")),
-        ]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(san, critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert, _ = self_signed_certificate("ignored.example", ["*.bed.test", "exact.test", "::1"], serial=1)
     assert tls.hostname_matches("a.bed.test", cert)
     assert tls.hostname_matches("EXACT.test.", cert)
     assert tls.hostname_matches("[::1]", cert)

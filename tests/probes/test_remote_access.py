@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
 import re
@@ -19,8 +18,7 @@ import ssl
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -34,80 +32,32 @@ from portscope.probes.conn import Deadline
 from portscope.probes.runner import probe_one
 from tests.bed.bed import TestBed
 from tests.helpers import portscope_json
+from tests.probes.support import (
+    Bounds,
+    Handler,
+    assert_clean,
+    assert_ident_clean,
+    probe_peer,
+    self_signed,
+    server_context,
+    tcp_peer,
+)
 
-UNSAFE = {chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))}
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+# What a probe hands to the output: JSON-shaped, bounded, escaped. clean_text cuts at its limit, then
+# escapes: 512 characters may become 4 * 512 and an ellipsis; names (64) likewise.
+OUTPUT = Bounds(text=4 * 512 + 1, key=64, list_items=400, dict_items=40, json_only=True)
+NAMES = replace(OUTPUT, text=4 * 64 + 1)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
-def assert_clean(value: Any, limit: int = 4 * 512 + 1) -> None:
-    """Everything a probe returns: bounded, and no control character that could reach a terminal.
-    (clean_text cuts at its limit, then escapes: 512 characters may become 4 * 512 and an ellipsis.)"""
-    if isinstance(value, str):
-        assert len(value) <= limit and not (set(value) & UNSAFE), value
-    elif isinstance(value, list):
-        assert len(value) <= 400
-        for v in value:
-            assert_clean(v, limit)
-    elif isinstance(value, dict):
-        assert len(value) <= 40
-        for k, v in value.items():
-            assert_clean(k, 64)
-            assert_clean(v, limit)
-    else:
-        assert value is None or isinstance(value, bool | int), value
-
-
-def assert_ident_clean(ident: Any) -> None:
-    for value in (ident.service, ident.protocol, ident.product, ident.version):
-        assert_clean(value, 4 * 64 + 1)
-    assert_clean(ident.details)
-
-
-@contextlib.asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[int]:
-    """A TCP server on 127.0.0.1 (a free port) running `handler` per connection; stops them all on exit."""
-    tasks: set[asyncio.Task[Any]] = set()
-
-    async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
-        try:
-            await handler(reader, writer)
-        except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(wrapped, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
-
-
-async def probe(port: int, expect: str | None = None, **kw: float) -> ProbeResult:
-    """One port through the runner, as `portscope probe` does it (its order, deadline, verdict)."""
-    check = CheckResult("127.0.0.1", "127.0.0.1", port, "tcp", "open", "syn-ack")
-    opts = Settings(**kw)
-    result = await asyncio.wait_for(probe_one(check, opts, expect), opts.timeout + 10)
-    assert_clean(result.to_dict()["details"])
-    assert_clean(result.banner)
+def probe(handler: Handler, expect: str | None = None, **kw: Any) -> ProbeResult:
+    """probe_peer(), checking on the way that what it returns for the output is clean."""
+    result = probe_peer(handler, expect, **kw)
+    assert_clean(result.to_dict()["details"], OUTPUT)
+    assert_clean(result.banner, OUTPUT)
     return result
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    async def main() -> Any:
-        return await coro
-
-    return asyncio.run(main())
 
 
 # -- SSH: the bed's sshd ---------------------------------------------------------------------------------
@@ -194,7 +144,7 @@ def test_ssh_on_the_bed_over_ipv6_and_speaking_first(bed: TestBed) -> None:
             await session.close()
         return result, ident
 
-    result, ident = run(go())
+    result, ident = asyncio.run(go())
     assert (result.service, result.product, result.matches) == ("ssh", "OpenSSH", True)
     assert "curve25519-sha256" in result.details["kex"]
     assert ident is not None and ident.product == "OpenSSH" and ident.version == result.version
@@ -271,11 +221,7 @@ def ssh_server(
 def test_ssh_weak_algorithms_are_flagged() -> None:
     got: list[bytes] = []
 
-    async def go() -> ProbeResult:
-        async with serve(ssh_server(got=got)) as port:
-            return await probe(port)
-
-    r = run(go())
+    r = probe(ssh_server(got=got))
     assert (r.service, r.product, r.version) == ("ssh", "OldSSH", "1.2.3")
     assert r.details["comment"] == "built-by-tests"
     assert got == [ssh.CLIENT_IDENT] and got[0].startswith(b"SSH-2.0-portscope_")
@@ -311,11 +257,7 @@ def test_ssh_conversation_variants(variant: str) -> None:
         got=got,
     )
 
-    async def go() -> ProbeResult:
-        async with serve(handler) as port:
-            return await probe(port, "ssh", banner_wait_known=0.3)
-
-    r = run(go())
+    r = probe(handler, "ssh", banner_wait_known=0.3)
     assert (r.service, r.product, r.matches) == ("ssh", "OldSSH", True)
     assert "kexinit_error" not in r.details and r.details["kex"] == OLD_SERVER[0]
     assert got == [ssh.CLIENT_IDENT]  # exactly one identification, whoever spoke first
@@ -326,11 +268,7 @@ def test_ssh_conversation_variants(variant: str) -> None:
 def test_ssh_protocol_1_is_not_asked_for_kexinit() -> None:
     got: list[bytes] = []
 
-    async def go() -> ProbeResult:
-        async with serve(ssh_server(b"SSH-1.5-Ancient_1.0\n", got=got)) as port:
-            return await probe(port)
-
-    r = run(go())
+    r = probe(ssh_server(b"SSH-1.5-Ancient_1.0\n", got=got))
     assert (r.service, r.version, r.details["protocol_version"]) == ("ssh", "1.0", "1.5")
     assert r.details["weak"] == ["protocol 1"] and "kex" not in r.details
     assert got == [b""]  # we said nothing: SSH-1 is a different protocol
@@ -378,13 +316,9 @@ async def _drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 @pytest.mark.parametrize("behave", [_huge_length, _endless, _endless_ignore, _endless_line, _drip])
 def test_hostile_ssh_peers_end_in_time_with_bounded_memory(behave: Handler) -> None:
-    async def go() -> ProbeResult:
-        async with serve(behave) as port:
-            return await probe(port, "ssh", timeout=3)
-
     tracemalloc.start()
     try:
-        r = run(go())
+        r = probe(behave, "ssh", timeout=3)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -431,11 +365,7 @@ def telnet_server(got: bytearray, *, banner_after_reply: bool = True) -> Handler
 def test_telnet_negotiation_and_login_banner(expect: str | None) -> None:
     got = bytearray()
 
-    async def go() -> ProbeResult:
-        async with serve(telnet_server(got)) as port:
-            return await probe(port, expect)
-
-    r = run(go())
+    r = probe(telnet_server(got), expect)
     assert r.service == "telnet" and r.probes[:2] == ["banner", "telnet"]
     assert r.matches is (True if expect else None)
     d = r.details
@@ -470,11 +400,7 @@ async def _telnet_flood(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
 
 @pytest.mark.parametrize("behave", [_telnet_loop, _telnet_flood])
 def test_hostile_telnet_peers(behave: Handler) -> None:
-    async def go() -> ProbeResult:
-        async with serve(behave) as port:
-            return await probe(port, "telnet", timeout=3)
-
-    r = run(go())
+    r = probe(behave, "telnet", timeout=3)
     assert r.service == "telnet" and r.elapsed_ms is not None and r.elapsed_ms < 3000 + 1500
     assert len(json.dumps(r.to_dict())) < 20000
     assert len(r.details["server_do"]) <= telnet.MAX_OPTIONS
@@ -483,11 +409,7 @@ def test_hostile_telnet_peers(behave: Handler) -> None:
 def test_telnet_text_after_negotiation_in_one_segment() -> None:
     got = bytearray()
 
-    async def go() -> ProbeResult:
-        async with serve(telnet_server(got, banner_after_reply=False)) as port:
-            return await probe(port)
-
-    r = run(go())
+    r = probe(telnet_server(got, banner_after_reply=False))
     assert r.details["banner"] == "Debian GNU/Linux 12 | box login:"
 
 
@@ -565,11 +487,7 @@ def test_vnc_versions_and_security_types(
 ) -> None:
     got: list[bytes] = []
 
-    async def go() -> ProbeResult:
-        async with serve(vnc_server(greeting, answer, got)) as port:
-            return await probe(port)
-
-    r = run(go())
+    r = probe(vnc_server(greeting, answer, got))
     assert (r.service, r.product, r.version) == ("vnc", "VNC (RFB)", version)
     assert r.details["protocol_version"] == version
     for key, value in fields.items():
@@ -579,7 +497,7 @@ def test_vnc_versions_and_security_types(
 
 def test_vnc_table_through_the_cli() -> None:
     async def go() -> tuple[int, str, str]:
-        async with serve(vnc_server(b"RFB 003.008\n", bytes((1, 1)), [])) as port:
+        async with tcp_peer(vnc_server(b"RFB 003.008\n", bytes((1, 1)), [])) as port:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -596,7 +514,7 @@ def test_vnc_table_through_the_cli() -> None:
             out, err = await asyncio.wait_for(proc.communicate(), 60)
             return proc.returncode or 0, out.decode(), err.decode()
 
-    rc, out, err = run(go())
+    rc, out, err = asyncio.run(go())
     assert rc == 0, err
     assert "vnc" in out and "VNC (RFB) 3.8" in out and "as expected" in out
 
@@ -617,11 +535,7 @@ def test_greeting_slower_than_the_banner_wait(kind: str) -> None:
         vnc_server(b"RFB 003.008\n", bytes((1, 2)), got) if kind == "vnc" else telnet_server(bytearray())
     )
 
-    async def go() -> ProbeResult:
-        async with serve(delayed(handler, 0.5)) as port:
-            return await probe(port, kind, banner_wait_known=0.1, banner_wait=3.0)
-
-    r = run(go())
+    r = probe(delayed(handler, 0.5), kind, banner_wait_known=0.1, banner_wait=3.0)
     assert r.service == kind and r.matches is True and r.probes[:2] == ["banner", kind]
     if kind == "vnc":
         assert r.details["security_types"] == ["VNC Authentication"] and got == [b"RFB 003.008\n", b""]
@@ -650,35 +564,8 @@ def neg_failure(code: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def rdp_tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
-    """The self-signed certificate RDP hosts present, named after the machine."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "WIN-RDPHOST")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=180))
-        .sign(key, hashes.SHA256())
-    )
-    d: Path = tmp_path_factory.mktemp("rdp")
-    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
-    return ctx
+    """The self-signed certificate RDP hosts present, named after the machine, with no SAN."""
+    return server_context(*self_signed(tmp_path_factory.mktemp("rdp"), "WIN-RDPHOST", serial=7))
 
 
 def rdp_server(answer: bytes, tls: ssl.SSLContext | None, got: list[bytes]) -> Handler:
@@ -739,11 +626,7 @@ def test_rdp_negotiation(
 ) -> None:
     got: list[bytes] = []
 
-    async def go() -> ProbeResult:
-        async with serve(rdp_server(answer, rdp_tls if uses_tls else None, got)) as port:
-            return await probe(port, "rdp")
-
-    r = run(go())
+    r = probe(rdp_server(answer, rdp_tls if uses_tls else None, got), "rdp")
     assert (r.service, r.protocol, r.matches) == ("rdp", "rdp", True)
     for key, value in fields.items():
         assert r.details[key] == value, key
@@ -761,11 +644,9 @@ def test_rdp_found_on_an_unexpected_port(rdp_tls: ssl.SSLContext) -> None:
     """No expectation: the runner's own order (banner, TLS, HTTP, ...) reaches RDP in the end."""
     got: list[bytes] = []
 
-    async def go() -> ProbeResult:
-        async with serve(rdp_server(confirm(neg_rsp(2)), rdp_tls, got)) as port:
-            return await probe(port, timeout=20)  # room for every probe listed before RDP
-
-    r = run(go())
+    r = probe(
+        rdp_server(confirm(neg_rsp(2)), rdp_tls, got), timeout=20
+    )  # room for every probe listed before RDP
     assert r.service == "rdp" and r.details["nla"] is True and r.probes[-1] == "rdp"
     assert CONNECTION_REQUEST in got
 
@@ -779,11 +660,7 @@ async def _rdp_hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 
 
 def test_hostile_rdp_peer() -> None:
-    async def go() -> ProbeResult:
-        async with serve(_rdp_hostile) as port:
-            return await probe(port, "rdp", timeout=3)
-
-    r = run(go())
+    r = probe(_rdp_hostile, "rdp", timeout=3)
     assert r.service == "unknown" and r.matches is False
     assert r.elapsed_ms is not None and r.elapsed_ms < 3000 + 1500
 
@@ -810,7 +687,7 @@ def test_recognizers_never_raise_and_stay_clean(prefix: bytes, data: bytes) -> N
         ident = mod.recognize(prefix + data)
         if ident is not None:
             assert ident.service == mod.PROBE.name
-            assert_ident_clean(ident)
+            assert_ident_clean(ident, OUTPUT, NAMES)
 
 
 @settings(max_examples=300, deadline=None)
@@ -818,7 +695,7 @@ def test_recognizers_never_raise_and_stay_clean(prefix: bytes, data: bytes) -> N
 def test_recognizers_on_their_own_shapes(tail: bytes) -> None:
     ident = ssh.recognize(b"SSH-2.0-OpenSSH_9.9p1 \x1b[31m" + tail.replace(b"\n", b"") + b"\r\n")
     assert ident is not None and (ident.product, ident.version) == ("OpenSSH", "9.9p1")
-    assert_ident_clean(ident)
+    assert_ident_clean(ident, OUTPUT, NAMES)
     assert telnet.recognize(bytes((IAC, WILL, ECHO)) + tail) is not None
     ident = vnc.recognize(b"RFB 003.008\n" + tail)
     assert ident is not None and ident.version == "3.8"
@@ -846,10 +723,10 @@ def test_kexinit_round_trip(lists: list[list[str]], cookie: bytes) -> None:
     assert kex is not None
     assert len(kex.kex) == len(lists[0]) and len(kex.comp_s2c) == len(lists[7])
     for got, sent in zip(kex.kex + kex.enc_s2c, lists[0] + lists[3], strict=True):
-        assert not (set(got) & UNSAFE) and len(got) <= 4 * 64 + 1
+        assert_clean(got, NAMES)
         if sent.isprintable() and len(sent) <= 64 and sent == sent.strip():
             assert got == sent
-    assert_clean(ssh.describe_kexinit(kex))
+    assert_clean(ssh.describe_kexinit(kex), OUTPUT)
 
 
 @settings(max_examples=500, deadline=None)
@@ -858,24 +735,24 @@ def test_binary_parsers_never_raise(data: bytes) -> None:
     for payload in (data, b"\x14" + data):
         kex = ssh.parse_kexinit(payload)
         if kex is not None:
-            assert_clean(ssh.describe_kexinit(kex))
+            assert_clean(ssh.describe_kexinit(kex), OUTPUT)
     n = ssh.packet_length(data)
     assert n is None or 2 <= n <= ssh.MAX_PACKET
     p = ssh.packet_payload(data)
     assert p is None or (len(p) < len(data) and p)
     cc = rdp.parse_confirm(data)
     if cc is not None:
-        assert_ident_clean(rdp.describe(cc))
+        assert_ident_clean(rdp.describe(cc), OUTPUT, NAMES)
     neg = telnet.parse(data)
     assert len(neg.text) <= len(data) and len(neg.partial) <= len(data)
     assert all(v in (WILL, WONT, DO, DONT) and 0 <= o <= 255 for v, o in neg.commands)
-    assert_ident_clean(telnet.describe(neg.commands, neg.text))
+    assert_ident_clean(telnet.describe(neg.commands, neg.text), OUTPUT, NAMES)
     types = vnc.parse_security_types(data)
     if types is not None:
-        assert_clean(vnc.describe_types(types))
+        assert_clean(vnc.describe_types(types), OUTPUT)
     found = ssh.find_ident(data)
     if found is not None:
-        assert_ident_clean(ssh.banner_ident(found[0]))
+        assert_ident_clean(ssh.banner_ident(found[0]), OUTPUT, NAMES)
 
 
 @settings(max_examples=300, deadline=None)
@@ -887,7 +764,7 @@ def test_rdp_confirm_round_trip(value: int, flags: int, failure: bool) -> None:
         assert (cc.failure, cc.selected) == (value, None)
     else:
         assert (cc.selected, cc.flags, cc.failure) == (value, flags, None)
-    assert_ident_clean(rdp.describe(cc))
+    assert_ident_clean(rdp.describe(cc), OUTPUT, NAMES)
 
 
 def test_probes_are_registered_with_their_ports() -> None:

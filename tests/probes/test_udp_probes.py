@@ -11,20 +11,16 @@ datagrams, echoes, compression loops, stalls) and hypothesis fuzzing cover the p
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime as dt
-import ipaddress
 import os
 import re
 import shutil
 import socket
-import ssl
 import struct
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
@@ -37,29 +33,21 @@ from portscope.probes.conn import Deadline
 from portscope.probes.runner import probe_one
 from tests.bed.bed import TestBed
 from tests.helpers import portscope, portscope_json, ss
+from tests.probes.support import (
+    Handler,
+    assert_clean,
+    assert_ident_clean,
+    probe_peer,
+    self_signed,
+    server_context,
+    stop,
+    tcp_peer,
+)
 
 FAST = Settings(read_timeout=0.5, timeout=10.0)
-UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f]")
 NTP_EPOCH = 2208988800
-
-
-def assert_clean(value: Any, limit: int = 600) -> None:
-    """Every string in a result: no control characters, bounded."""
-    if isinstance(value, str):
-        assert not UNSAFE.search(value), value
-        assert len(value) <= limit, len(value)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            assert_clean(k, limit)
-            assert_clean(v, limit)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            assert_clean(v, limit)
-
-
-def assert_ident_clean(ident: Ident | None) -> None:
-    if ident is not None:
-        assert_clean([ident.service, ident.protocol, ident.product, ident.version, ident.details])
+# The longest string a parser here may return, unless a call site knows a tighter bound.
+PARSED = 600
 
 
 def dnsmasq_version() -> str:
@@ -108,33 +96,19 @@ def probe_udp(
     return asyncio.run(main())
 
 
-async def _with_tcp_peer(
-    serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-    use: Callable[[int], Awaitable[Any]],
-) -> Any:
-    async def guarded(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            await serve(r, w)
-        w.close()
+def _dns_over_tcp(handler: Handler, conf: Settings = FAST) -> Ident | None:
+    """dns.run() itself (not the runner) against `handler` on 127.0.0.1."""
 
-    server = await asyncio.start_server(guarded, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        return await use(port)
-    finally:
-        server.close()
-        # connections still open (a stalled handler) must not keep wait_closed() waiting
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), 1)
+    async def main() -> Ident | None:
+        async with tcp_peer(handler) as port:
+            session = Session("127.0.0.1", "127.0.0.1", port, conf, Deadline(conf.timeout))
+            try:
+                await session.connect()
+                return await dns.run(session, b"")
+            finally:
+                await session.close()
 
-
-async def _dns_tcp_run(port: int, conf: Settings = FAST) -> Ident | None:
-    session = Session("127.0.0.1", "127.0.0.1", port, conf, Deadline(conf.timeout))
-    try:
-        await session.connect()
-        return await dns.run(session, b"")
-    finally:
-        await session.close()
+    return asyncio.run(main())
 
 
 # -- DNS against the bed's dnsmasq ---------------------------------------------------------------------
@@ -205,44 +179,10 @@ def _query(name: str, qtype: int, qclass: int, tid: bytes) -> bytes:
     )
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dot.test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.mark.root
 def test_dns_over_tls_through_a_terminator(bed: TestBed, tmp_path: Path) -> None:
     """What stunnel in front of a resolver looks like: TLS on 127.0.0.1, the bed's dnsmasq behind it."""
-    cert, key = _self_signed(tmp_path)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
+    ctx = server_context(*self_signed(tmp_path, "dot.test", ["127.0.0.1"]))
 
     async def relay(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         up_r, up_w = await asyncio.open_connection(bed.addr4, 53)
@@ -255,16 +195,7 @@ def test_dns_over_tls_through_a_terminator(bed: TestBed, tmp_path: Path) -> None
 
         await asyncio.gather(pipe(r, up_w), pipe(up_r, w), return_exceptions=True)
 
-    async def main() -> ProbeResult:
-        server = await asyncio.start_server(relay, "127.0.0.1", 0, ssl=ctx)
-        port = server.sockets[0].getsockname()[1]
-        check = CheckResult("127.0.0.1", "127.0.0.1", port, "tcp", "open", "syn-ack", service="dns-over-tls")
-        try:
-            return await probe_one(check, Settings(read_timeout=2.0))
-        finally:
-            server.close()
-
-    r = asyncio.run(main())
+    r = probe_peer(relay, service="dns-over-tls", tls=ctx, read_timeout=2.0)
     assert (r.service, r.protocol, r.product, r.version) == (
         "dns-over-tls",
         "dns",
@@ -351,14 +282,12 @@ async def _dns_pointer_loop(r: asyncio.StreamReader, w: asyncio.StreamWriter) ->
     ("serve", "found"),
     [(_dns_flood, False), (_dns_stall, False), (_dns_wrong_id, False), (_dns_pointer_loop, True)],
 )
-def test_tcp_dns_hostile_peers(
-    serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], found: bool
-) -> None:
+def test_tcp_dns_hostile_peers(serve: Handler, found: bool) -> None:
     started = time.monotonic()
-    ident = asyncio.run(_with_tcp_peer(serve, _dns_tcp_run))
+    ident = _dns_over_tcp(serve)
     assert time.monotonic() - started < FAST.timeout
     assert (ident is not None) == found
-    assert_ident_clean(ident)
+    assert_ident_clean(ident, PARSED)
     if ident is not None:
         assert ident.details["rcode"] == "NOERROR" and ident.details["answers"] == 1
 
@@ -646,12 +575,7 @@ def snmpd(tmp_path: Path) -> Iterator[Callable[[str, str | None], int]]:
 
     yield start
     for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _probe_port(port: int, service: str | None = "snmp") -> ProbeResult:
@@ -693,13 +617,13 @@ def test_real_snmpd_other_community(snmpd: Callable[[str, str | None], int]) -> 
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=2048))
 def test_dns_parsers_on_arbitrary_bytes(data: bytes) -> None:
-    assert_ident_clean(dns.recognize(data))
+    assert_ident_clean(dns.recognize(data), PARSED)
     msg = dns.parse_message(data)
     if msg is not None:
         assert len(msg.answers) <= dns.MAX_RECORDS
         assert_clean(msg.question, 300)
         assert_clean([a.name for a in msg.answers], 300)
-        assert_ident_clean(dns.describe(msg, "udp", msg))
+        assert_ident_clean(dns.describe(msg, "udp", msg), PARSED)
     for pos in range(0, min(len(data), 40)):
         name = dns.read_name(data, pos)
         if name is not None:
@@ -734,8 +658,8 @@ def test_dns_near_valid_messages(data: bytes) -> None:
     assert_clean(msg.question, 300)
     text = dns.version_text(msg)
     assert text is None or len(text) <= 201
-    assert_ident_clean(dns.describe(msg, "tcp", msg))
-    assert_ident_clean(dns.recognize(struct.pack(">H", len(data)) + data))
+    assert_ident_clean(dns.describe(msg, "tcp", msg), PARSED)
+    assert_ident_clean(dns.recognize(struct.pack(">H", len(data)) + data), PARSED)
 
 
 @settings(max_examples=500, deadline=None)
@@ -744,7 +668,7 @@ def test_ntp_parsers_on_arbitrary_bytes(data: bytes, seq: int) -> None:
     pkt = ntp.parse_packet(data)
     assert (pkt is None) == (len(data) < 48)
     if pkt is not None:
-        assert_ident_clean(ntp.describe(pkt, 0, 2**64 - 1))
+        assert_ident_clean(ntp.describe(pkt, 0, 2**64 - 1), PARSED)
         assert ntp.answer_to(data, pkt.origin) is None or pkt.mode == 4
     variables = ntp.control_vars(data, seq)
     if variables is not None:
@@ -770,7 +694,7 @@ def test_snmp_parser_on_arbitrary_bytes(data: bytes) -> None:
     msg = snmp.parse_message(data)
     if msg is not None:
         assert len(msg.varbinds) <= snmp.MAX_VARBINDS
-        assert_ident_clean(snmp.describe(msg, msg))
+        assert_ident_clean(snmp.describe(msg, msg), PARSED)
 
 
 _good_values = st.one_of(
@@ -816,12 +740,12 @@ def test_snmp_near_valid_responses(case: tuple[bytes, bool]) -> None:
     assert (msg is not None) == valid
     if msg is not None:
         ident = snmp.describe(msg, None)
-        assert_ident_clean(ident)
+        assert_ident_clean(ident, PARSED)
         descr = ident.details.get("sys_descr")
         assert descr is None or len(descr) <= 513
     any_msg = snmp.parse_message(data)
     if any_msg is not None:
-        assert_ident_clean(snmp.describe(any_msg, any_msg))
+        assert_ident_clean(snmp.describe(any_msg, any_msg), PARSED)
 
 
 @settings(max_examples=300, deadline=None)
@@ -836,5 +760,5 @@ def test_snmp_v3_engine_fields(engine: bytes, boots: int, uptime: int) -> None:
     assert (msg is not None) == bool(engine)
     if msg is not None:
         ident = snmp.describe(None, msg)
-        assert_ident_clean(ident)
+        assert_ident_clean(ident, PARSED)
         assert len(ident.details["engine_id"]) <= 64
