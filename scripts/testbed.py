@@ -6,6 +6,7 @@ portscope against real daemons and a real firewall, and to clean up after a cras
 
     sudo .venv/bin/python scripts/testbed.py up
     sudo .venv/bin/portscope scan 198.18.1.2 -p 1-1000      # in another terminal
+    sudo .venv/bin/portscope check 198.18.1.3 53 2222       # the alt address: DNS TCP dropped, ssh on 2222
     sudo .venv/bin/python scripts/testbed.py down            # beds whose owner died; --all: every bed
 """
 
@@ -24,24 +25,40 @@ sys.path.insert(0, str(ROOT))
 from tests.bed.bed import BedError, BedUnavailable, TestBed, clean_stale  # noqa: E402
 
 
-def _print_bed(bed: TestBed) -> None:
-    print(f"bed {bed.name} is up in {bed.timings['up']:.2f} s (daemons {bed.timings['daemons']:.2f} s)")
-    print(f"  bed address       {bed.addr4}  {bed.addr6}")
-    print(f"  root side         {bed.local4}  {bed.local6}")
-    print(f"  unreachable       {bed.unreachable4}  {bed.unreachable6}  (connect: EHOSTUNREACH)")
-    print(f"  TLS CA            {bed.ca_pem}  (certificate name {bed.cert_hostname})")
-    print(f"  files and logs    {bed.tmpdir}")
-    print(f"  inside            ip netns exec {bed.name} <command>")
-    print("truth (any port not listed is closed: tcp conn-refused, udp icmp-port-unreach):")
-    rng = bed.filtered_range
-    for (proto, port), (status, reason) in bed.truth.items():
+def _print_table(
+    truth: dict[tuple[str, int], tuple[str, str]], services: dict[tuple[str, int], str], rng: range
+) -> None:
+    for (proto, port), (status, reason) in truth.items():
         if port in rng and proto == "tcp":
             if port == rng.start:
                 print(
-                    f"  {f'{port}-{rng.stop - 1}/tcp':<15} {status:<14} {reason:<18} {bed.services[(proto, port)]}"
+                    f"  {f'{port}-{rng.stop - 1}/tcp':<15} {status:<14} {reason:<18} {services[(proto, port)]}"
                 )
             continue
-        print(f"  {f'{port}/{proto}':<15} {status:<14} {reason:<18} {bed.services[(proto, port)]}")
+        print(f"  {f'{port}/{proto}':<15} {status:<14} {reason:<18} {services[(proto, port)]}")
+
+
+def _print_bed(bed: TestBed) -> None:
+    print(
+        f"bed {bed.name} is up in {bed.timings['up']:.2f} s (daemons {bed.timings['daemons']:.2f} s,"
+        f" initdb {bed.timings['initdb']:.2f} s)"
+    )
+    print(f"  bed address       {bed.addr4}  {bed.addr6}")
+    print(f"  alt address       {bed.alt4}  {bed.alt6}  (tcp 53 dropped, udp 53 answers; sshd on", end="")
+    print(f" {bed.ssh_alt_port} only)")
+    print(f"  root side         {bed.local4}  {bed.local6}")
+    print(f"  unreachable       {bed.unreachable4}  {bed.unreachable6}  (connect: EHOSTUNREACH)")
+    port = bed.loopback_only_port
+    print(f"  loopback only     PostgreSQL on 127.0.0.1:{port} and [::1]:{port} inside the namespace")
+    print(f"  TLS CA            {bed.ca_pem}  (certificate name {bed.cert_hostname})")
+    print(f"  files and logs    {bed.tmpdir}")
+    print(f"  inside            ip netns exec {bed.name} <command>")
+    print(
+        "truth of the bed address (any port not listed is closed: tcp conn-refused, udp icmp-port-unreach):"
+    )
+    _print_table(bed.truth, bed.services, bed.filtered_range)
+    print("truth of the alt address (same rule for ports not listed):")
+    _print_table(bed.alt_truth, bed.alt_services, bed.filtered_range)
 
 
 def _up() -> int:

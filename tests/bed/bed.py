@@ -11,11 +11,18 @@ Layout of bed number X (1..200, chosen so concurrent beds do not collide):
 - namespace ``psbedX``; veth ``psbedXr`` (root side) <-> ``psbedXb`` (bed side)
 - root side 198.18.X.1/24 and fd70:7073:6265:X::1/64, bed side 198.18.X.2/24 and fd70:7073:6265:X::2/64
   (198.18.0.0/15 is the RFC 2544 benchmark range; fd70:7073:6265::/48 is a ULA prefix, "psbe" in ASCII)
+- a second bed-side address, ``alt``: 198.18.X.3/24 and fd70:7073:6265:X::3/64, for the seeds'
+  troubleshooting exercises that need a host configured differently from addr4: DNS whose TCP/53 the
+  firewall drops while UDP/53 answers, sshd on 2222 only (22 refused). Nothing else listens there, but
+  the port-based firewall rules (8081, 8083, filtered_range, ...) apply to it as to addr4
+- PostgreSQL a second time, listening on 127.0.0.1 and ::1 port 5433 only, inside the namespace: a
+  local client connects, anything from outside is refused (the "listens on localhost only" exercise)
 - in the root namespace, ``unreachable`` routes for 198.19.X.0/24 and fd70:7073:6265:(0x8000+X)::/64:
   a connect() to them fails at once with EHOSTUNREACH, decided by the local routing table
 - nginx, sshd, dnsmasq, redis, PostgreSQL, OpenSMTPD (SMTP on 25), Dovecot (IMAP 143/993, POP3 110/995,
   submission 587/465) and vsftpd (FTP 21) inside the namespace, each with its own config, pid file,
-  logs and data under one temp dir; nftables table ``inet psbed`` in the namespace
+  logs and data under one temp dir (on /dev/shm when it has room, see ``_tmp_parent()``); nftables
+  table ``inet psbed`` in the namespace
 
 Everything is removed by ``down()``, by an atexit handler, and, after a crash, by ``clean_stale()``
 which every ``up()`` runs first: each bed records its owner (pid and start time) in /run/psbed, so a
@@ -81,6 +88,10 @@ _NGINX_PLAIN_PORTS = (80, 8081, 8082, 8083, 6380, 8444)
 _POSTGRES_GLOB = "/usr/lib/postgresql/*/bin/postgres"
 _DOVECOT_LIBEXEC = ("/usr/lib/dovecot", "/usr/libexec/dovecot")
 _DOVECOT_PORTS = (110, 143, 465, 587, 993, 995)
+SSH_ALT_PORT = 2222
+LOOPBACK_ONLY_PORT = 5433
+# The bed's data (two PostgreSQL clusters, ~40 MB each) fits easily; a small /dev/shm (Docker's 64 MB) does not.
+_SHM_MIN_FREE = 1 << 30
 
 
 class BedUnavailable(RuntimeError):
@@ -100,6 +111,22 @@ def _which(name: str, *extra_dirs: str) -> str | None:
 def _postgres_bindir() -> Path | None:
     found = sorted(glob.glob(_POSTGRES_GLOB), key=lambda p: int(re.sub(r"\D", "", p.split("/")[4]) or 0))
     return Path(found[-1]).parent if found else None
+
+
+def _tmp_parent() -> str | None:
+    """/dev/shm when it is a roomy tmpfs, else the default temp dir (None).
+
+    Why: on a disk file system initdb spends most of its time in the kernel writing files it creates
+    (with --no-sync); on tmpfs it takes about half as long, and it is the slowest step of up(). Copying
+    the fresh cluster for the loopback-only PostgreSQL costs ~0.06 s there against ~0.9 s on ext4, where
+    the copy competes with the writeback of the files initdb just wrote.
+    """
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    roomy = st.f_bavail * st.f_frsize >= _SHM_MIN_FREE
+    return "/dev/shm" if roomy and os.access("/dev/shm", os.W_OK) else None
 
 
 def unavailable_reason() -> str | None:
@@ -490,6 +517,21 @@ def _tcp_accepts(addr: str, port: int, timeout: float = 0.3) -> bool:
         return True
 
 
+def _unix_accepts(path: Path, timeout: float = 0.3) -> bool:
+    """For a listener that cannot be reached from the root namespace, like 127.0.0.1 inside the bed.
+
+    PostgreSQL creates its Unix socket after its TCP sockets, so this one being there means the TCP
+    ones are too; _check_hidden_listeners() confirms with ss.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
 def _dns_answers(addr: str, timeout: float = 0.3) -> bool:
     family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as s:
@@ -502,6 +544,18 @@ def _dns_answers(addr: str, timeout: float = 0.3) -> bool:
             return False
 
 
+def _ss_local_addresses(out: str) -> set[tuple[str, int]]:
+    """(address, port) of each socket in `ss -H` output, brackets and %scope removed."""
+    found = set()
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        host, _, port = fields[-2].rpartition(":")
+        found.add((host.split("%")[0].strip("[]"), int(port)))
+    return found
+
+
 class TestBed:
     """One namespace host with real daemons and a firewall; a context manager (``with TestBed() as bed``).
 
@@ -509,11 +563,20 @@ class TestBed:
 
     - ``name``: the namespace (``ip netns exec NAME ...``); ``index``: its number X
     - ``addr4``/``addr6``: the bed's addresses; ``local4``/``local6``: the root namespace's side
+    - ``alt4``/``alt6``: the bed's second addresses (198.18.X.3, fd70:7073:6265:X::3), reachable from the
+      root namespace like addr4; ``alt_truth`` and ``alt_services`` are their tables (see below)
     - ``unreachable4``/``unreachable6``: addresses whose connect() fails at once with EHOSTUNREACH
     - ``truth``: (proto, port) -> (status, reason), the ground truth a scan of addr4 or addr6 must find;
       it lists every port that is not plainly closed, including all 1000 of ``filtered_range``.
       Any other port is closed: tcp conn-refused, udp icmp-port-unreach (see ``expected()``)
     - ``services``: (proto, port) -> what serves or blocks it, for messages and later probe tests
+    - ``alt_truth``/``alt_services``: the same for alt4 and alt6, complete in the same sense; the seeds'
+      exercises: udp 53 open (dnsmasq answers) but tcp 53 filtered/no-response (nft drops it to alt
+      only); tcp ``ssh_alt_port`` (2222) open with sshd while tcp 22 is closed; tcp 5433 closed.
+      ``expected(proto, port, address)`` picks the right table
+    - ``loopback_only_port`` (5433): PostgreSQL listens on it on 127.0.0.1 and ::1 inside the namespace
+      only (``bed.exec([...])`` reaches it; from the root namespace every bed address refuses it)
+    - ``ssh_alt_port`` (2222): sshd listens on it on alt4/alt6 only (and on 22 on addr4/addr6 only)
     - ``ca_pem``: the CA that signed the certificates; ``cert_hostname``: the name on the good one
     - ``tmpdir``: configs, logs and data of the daemons
 
@@ -529,6 +592,9 @@ class TestBed:
         self.index = 0
         self.name = ""
         self.addr4 = self.addr6 = self.local4 = self.local6 = ""
+        self.alt4 = self.alt6 = ""
+        self.ssh_alt_port = SSH_ALT_PORT
+        self.loopback_only_port = LOOPBACK_ONLY_PORT
         self.unreachable4 = self.unreachable6 = ""
         self.cert_hostname = CERT_HOSTNAME
         self.wrong_hostname = WRONG_HOSTNAME
@@ -537,6 +603,8 @@ class TestBed:
         self.ca_pem = Path()
         self.truth: dict[tuple[str, int], tuple[str, str]] = {}
         self.services: dict[tuple[str, int], str] = {}
+        self.alt_truth: dict[tuple[str, int], tuple[str, str]] = {}
+        self.alt_services: dict[tuple[str, int], str] = {}
         self.timings: dict[str, float] = {}
         self._daemons: list[_Daemon] = []
         self._logs: list[IO[bytes]] = []
@@ -567,7 +635,7 @@ class TestBed:
         _catch_sigterm()
         try:
             self._set_addresses()
-            tmp = tempfile.mkdtemp(prefix=f"{self.name}-")
+            tmp = tempfile.mkdtemp(prefix=f"{self.name}-", dir=_tmp_parent())
             self.tmpdir = Path(tmp)
             # PostgreSQL runs as postgres and must reach its directories below this one.
             self.tmpdir.chmod(0o755)
@@ -611,10 +679,11 @@ class TestBed:
 
     # -- ground truth ---------------------------------------------------------------------------------
 
-    def expected(self, proto: str, port: int) -> tuple[str, str]:
-        """(status, reason) for any port: the truth table, else plainly closed."""
-        if (proto, port) in self.truth:
-            return self.truth[(proto, port)]
+    def expected(self, proto: str, port: int, address: str | None = None) -> tuple[str, str]:
+        """(status, reason) for any port of addr4/addr6, or of alt4/alt6 when `address` is one of them."""
+        table = self.alt_truth if address is not None and address in (self.alt4, self.alt6) else self.truth
+        if (proto, port) in table:
+            return table[(proto, port)]
         return ("closed", "conn-refused") if proto == "tcp" else ("closed", "icmp-port-unreach")
 
     def _fill_truth(self) -> None:
@@ -667,6 +736,40 @@ class TestBed:
             t[("tcp", port)] = ("filtered", "no-response", "nft drop (filtered_range)")
         self.truth = {k: (v[0], v[1]) for k, v in sorted(t.items())}
         self.services = {k: v[2] for k, v in sorted(t.items())}
+        # alt4/alt6: the rules that match on the port alone apply to them as well; no daemon is behind them.
+        alt: dict[tuple[str, int], tuple[str, str, str]] = {
+            ("tcp", 6380): ("filtered", "no-response", "nft drop (any address); nothing listens behind it"),
+            ("tcp", 8081): ("filtered", "no-response", "nft drop (any address); nothing listens behind it"),
+            ("tcp", 8082): ("closed", "conn-refused", "nft reject with tcp reset (any address)"),
+            ("tcp", 8083): (
+                "filtered",
+                "admin-prohibited",
+                "nft reject with icmpx admin-prohibited (any address); connect() errors as on addr4",
+            ),
+            ("udp", 5353): ("open|filtered", "no-response", "nft drop (any address)"),
+            ("tcp", 22): ("closed", "conn-refused", f"nothing listens: sshd is on {SSH_ALT_PORT} here"),
+            ("tcp", 53): (
+                "filtered",
+                "no-response",
+                "nft drops tcp 53 to alt4/alt6 only; dnsmasq listens behind it (UDP 53 answers)",
+            ),
+            ("udp", 53): (
+                "open",
+                "udp-response",
+                f"dnsmasq DNS: {CERT_HOSTNAME} A {self.addr4}; its TCP 53 is dropped",
+            ),
+            ("tcp", SSH_ALT_PORT): ("open", "syn-ack", "OpenSSH sshd (the same process as on addr4:22)"),
+            ("tcp", LOOPBACK_ONLY_PORT): (
+                "closed",
+                "conn-refused",
+                f"PostgreSQL listens on 127.0.0.1:{LOOPBACK_ONLY_PORT} and [::1]:{LOOPBACK_ONLY_PORT}"
+                " inside the namespace only",
+            ),
+        }
+        for port in FILTERED_RANGE:
+            alt[("tcp", port)] = ("filtered", "no-response", "nft drop (filtered_range, any address)")
+        self.alt_truth = {k: (v[0], v[1]) for k, v in sorted(alt.items())}
+        self.alt_services = {k: v[2] for k, v in sorted(alt.items())}
 
     # -- network --------------------------------------------------------------------------------------
 
@@ -675,6 +778,7 @@ class TestBed:
         self.name = f"{PREFIX}{x}"
         self.local4, self.addr4 = f"198.18.{x}.1", f"198.18.{x}.2"
         self.local6, self.addr6 = f"fd70:7073:6265:{x:x}::1", f"fd70:7073:6265:{x:x}::2"
+        self.alt4, self.alt6 = f"198.18.{x}.3", f"fd70:7073:6265:{x:x}::3"
         self.unreachable4 = f"198.19.{x}.1"
         self.unreachable6 = _unreachable6_net(x).replace("::/64", "::1")
 
@@ -707,6 +811,8 @@ class TestBed:
                     "link set lo up",
                     f"addr add {self.addr4}/24 dev {bed_if}",
                     f"addr add {self.addr6}/64 dev {bed_if} nodad",
+                    f"addr add {self.alt4}/24 dev {bed_if}",
+                    f"addr add {self.alt6}/64 dev {bed_if} nodad",
                     f"link set {bed_if} up",
                 ]
             )
@@ -734,6 +840,8 @@ table inet psbed {{
         udp dport 5353 drop
         tcp dport 8082 reject with tcp reset
         tcp dport 8083 reject with icmpx type admin-prohibited
+        ip daddr {self.alt4} tcp dport 53 drop
+        ip6 daddr {self.alt6} tcp dport 53 drop
     }}
 }}
 """
@@ -792,13 +900,25 @@ table inet psbed {{
             checks += [
                 (f"dovecot {addr} {p}", dovecot, partial(_tcp_accepts, addr, p)) for p in _DOVECOT_PORTS
             ]
+        for addr in (self.alt4, self.alt6):
+            checks += [
+                (f"sshd {addr} {SSH_ALT_PORT}", sshd, partial(_tcp_accepts, addr, SSH_ALT_PORT)),
+                (f"dnsmasq {addr} 53/udp", dnsmasq, partial(_dns_answers, addr)),
+            ]
         deadline = t0 + READY_TIMEOUT
         self._wait_initdb(initdb, deadline)
+        self.timings["initdb"] = time.monotonic() - t0
+        # Copied before the first postmaster touches the data: a stopped, consistent cluster.
+        pg = self.tmpdir / "pg"
+        _run(self._as_postgres(["cp", "-a", str(pg / "data"), str(pg / "data-lo")]))
         postgres = self._start_postgres()
+        postgres_lo = self._start_postgres_loopback()
         for addr in (self.addr4, self.addr6):
             checks.append((f"postgres {addr} 5432", postgres, partial(_tcp_accepts, addr, 5432)))
+        lo_socket = self.tmpdir / "pg" / "sock-lo" / f".s.PGSQL.{LOOPBACK_ONLY_PORT}"
+        checks.append((f"postgres-lo {lo_socket}", postgres_lo, partial(_unix_accepts, lo_socket)))
         self._wait_ready(checks, deadline)
-        self._check_firewalled_listeners()
+        self._check_hidden_listeners(deadline)
         self.timings["daemons"] = time.monotonic() - t0
 
     def _mkdir(self, name: str) -> Path:
@@ -822,13 +942,23 @@ table inet psbed {{
                 raise BedError(f"{label} not ready after {READY_TIMEOUT:.0f} s:\n{daemon.log_tail()}")
             time.sleep(0.02)
 
-    def _check_firewalled_listeners(self) -> None:
-        """The ports behind drop/reject rules cannot be polled from outside: ask ss inside instead."""
-        out = self.exec(["ss", "-Hltn"]).stdout
-        listening = {int(m.group(1)) for m in re.finditer(r":(\d+)\s", out)}
-        missing = {6380, 8081, 8082, 8083} - listening
-        if missing:
-            raise BedError(f"nginx does not listen on {sorted(missing)} inside {self.name}:\n{out}")
+    def _check_hidden_listeners(self, deadline: float) -> None:
+        """Listeners behind drop/reject rules or on loopback cannot be polled from outside: ask ss inside.
+
+        Polled until the deadline, so a daemon that opens these sockets a moment after the ones the
+        readiness checks saw is waited for, not reported.
+        """
+        wanted = {(a, p) for a in (self.addr4, self.addr6) for p in (6380, 8081, 8082, 8083)}
+        wanted |= {(self.alt4, 53), (self.alt6, 53)}
+        wanted |= {("127.0.0.1", LOOPBACK_ONLY_PORT), ("::1", LOOPBACK_ONLY_PORT)}
+        while True:
+            out = self.exec(["ss", "-Hltn"]).stdout
+            missing = wanted - _ss_local_addresses(out)
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise BedError(f"nothing listens on {sorted(missing)} inside {self.name}:\n{out}")
+            time.sleep(0.05)
 
     def _start_nginx(self, certs: dict[str, _CertPaths]) -> _Daemon:
         d = self._mkdir("nginx")
@@ -900,6 +1030,8 @@ http {{
         conf = f"""Port 22
 ListenAddress {self.addr4}
 ListenAddress {self.addr6}
+ListenAddress {self.alt4}:{SSH_ALT_PORT}
+ListenAddress [{self.alt6}]:{SSH_ALT_PORT}
 HostKey {key}
 PidFile {d}/sshd.pid
 UsePAM no
@@ -928,7 +1060,7 @@ LogLevel INFO
             "--no-resolv",
             "--no-hosts",
             "--port=53",
-            f"--listen-address={self.addr4},{self.addr6}",
+            f"--listen-address={self.addr4},{self.addr6},{self.alt4},{self.alt6}",
             "--bind-interfaces",
             f"--address=/{CERT_HOSTNAME}/{self.addr4}",
             f"--address=/{CERT_HOSTNAME}/{self.addr6}",
@@ -1075,10 +1207,11 @@ seccomp_sandbox=NO
     def _start_initdb(self) -> _Daemon:
         d = self._mkdir("pg")
         (d / "sock").mkdir()
+        (d / "sock-lo").mkdir()
         import pwd
 
         pw = pwd.getpwnam("postgres")
-        for path in (d, d / "sock"):
+        for path in (d, d / "sock", d / "sock-lo"):
             os.chown(path, pw.pw_uid, pw.pw_gid)
         bindir = _postgres_bindir()
         assert bindir is not None
@@ -1101,3 +1234,16 @@ seccomp_sandbox=NO
         argv = [str(bindir / "postgres"), "-D", str(d / "data"), "-k", str(d / "sock"), "-p", "5432"]
         argv += ["-c", f"listen_addresses={self.addr4},{self.addr6}", "-c", "fsync=off", "-c", "ssl=off"]
         return self._spawn("postgres", self._as_postgres(argv), cwd=d)
+
+    def _start_postgres_loopback(self) -> _Daemon:
+        """The second cluster (a copy of the first), on 127.0.0.1 and ::1 port 5433 only.
+
+        Its own data directory (so its own postmaster.pid), socket directory and port.
+        """
+        d = self.tmpdir / "pg"
+        bindir = _postgres_bindir()
+        assert bindir is not None
+        argv = [str(bindir / "postgres"), "-D", str(d / "data-lo"), "-k", str(d / "sock-lo")]
+        argv += ["-p", str(LOOPBACK_ONLY_PORT), "-c", "listen_addresses=127.0.0.1,::1"]
+        argv += ["-c", "fsync=off", "-c", "ssl=off"]
+        return self._spawn("postgres-lo", self._as_postgres(argv), cwd=d)

@@ -15,6 +15,8 @@ import ssl
 import struct
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -87,17 +89,52 @@ def test_truth_uses_the_shared_vocabulary(bed: TestBed) -> None:
     assert len(bed.filtered_range) == 1000
     assert bed.expected("tcp", 12345) == ("closed", "conn-refused")
     assert bed.expected("udp", 12345) == ("closed", "icmp-port-unreach")
+    for (proto, port), (status, reason) in bed.alt_truth.items():
+        assert proto in ("tcp", "udp") and 0 < port < 65536
+        assert status in STATUSES, (proto, port, status)
+        assert reason in REASONS, (proto, port, reason)
+    assert set(bed.alt_services) == set(bed.alt_truth)
+    assert all(bed.alt_truth[("tcp", p)] == ("filtered", "no-response") for p in bed.filtered_range)
+    assert bed.expected("tcp", 53, bed.alt4) == ("filtered", "no-response")
+    assert bed.expected("tcp", 53, bed.addr4) == bed.expected("tcp", 53) == ("open", "syn-ack")
+    assert bed.expected("tcp", bed.ssh_alt_port, bed.alt6) == ("open", "syn-ack")
+    assert bed.expected("tcp", 22, bed.alt6) == ("closed", "conn-refused")
+    assert bed.expected("tcp", bed.loopback_only_port, bed.alt4) == ("closed", "conn-refused")
+    assert bed.expected("tcp", bed.loopback_only_port) == ("closed", "conn-refused")
+
+
+def _listening(bed: TestBed) -> set[tuple[str, str, int]]:
+    """(proto, local address, port) of every TCP listener and UDP socket inside the bed."""
+    out = bed.exec(["ss", "-Hltun"]).stdout
+    found = set()
+    for m in re.finditer(r"^(tcp|udp)\s+\S+\s+\d+\s+\d+\s+(\S+):(\d+)\s", out, re.M):
+        found.add((m.group(1), m.group(2).split("%")[0].strip("[]"), int(m.group(3))))
+    return found
 
 
 def test_only_the_declared_ports_listen(bed: TestBed) -> None:
-    """Ports outside the table must really be closed, so `expected()` holds for a full-range scan."""
-    out = bed.exec(["ss", "-Hltun"]).stdout
-    listening = {(m.group(1), int(m.group(2))) for m in re.finditer(r"^(tcp|udp)\s.*?:(\d+)\s", out, re.M)}
-    # Behind the firewall rules: nginx listens there, so the answer we see comes from nft, not the kernel.
-    hidden = {("tcp", 6380), ("tcp", 8081), ("tcp", 8082), ("tcp", 8083)}
-    assert hidden <= listening
-    for key in listening - hidden:
-        assert bed.truth.get(key, ("",))[0] == "open", key
+    """Ports outside the tables must really be closed, so `expected()` holds for a full-range scan.
+
+    Each listener is checked against the table of the address it is bound to: addr4/addr6 against
+    `truth`, alt4/alt6 against `alt_truth`, and loopback may hold `loopback_only_port` alone.
+    """
+    listening = _listening(bed)
+    # Behind the firewall rules: a daemon listens there, so the answer we see comes from nft, not the kernel.
+    hidden = {("tcp", a, p) for a in (bed.addr4, bed.addr6) for p in (6380, 8081, 8082, 8083)}
+    hidden |= {("tcp", bed.alt4, 53), ("tcp", bed.alt6, 53)}
+    loopback = {("tcp", "127.0.0.1", bed.loopback_only_port), ("tcp", "::1", bed.loopback_only_port)}
+    assert hidden | loopback <= listening
+    for proto, address, port in listening - hidden - loopback:
+        if address in (bed.addr4, bed.addr6):
+            assert bed.truth.get((proto, port), ("",))[0] == "open", (proto, address, port)
+        else:
+            assert address in (bed.alt4, bed.alt6), (proto, address, port)
+            assert bed.alt_truth.get((proto, port), ("",))[0] == "open", (proto, address, port)
+    # Every open entry of both tables has its listener, on both families.
+    for table, addresses in ((bed.truth, (bed.addr4, bed.addr6)), (bed.alt_truth, (bed.alt4, bed.alt6))):
+        for (proto, port), (status, _) in table.items():
+            if status == "open":
+                assert {(proto, a, port) for a in addresses} <= listening, (proto, port)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -171,6 +208,129 @@ def test_postgres_answers_sslrequest(addr: str) -> None:
     with _connect(addr, 5432) as s:
         s.sendall(struct.pack("!II", 8, 80877103))
         assert s.recv(1) in (b"N", b"S")
+
+
+# ------------------------------------------------------------------------------------------------------
+# The alt addresses and the loopback-only PostgreSQL: the seeds' troubleshooting exercises
+
+
+@pytest.fixture(params=[4, 6], ids=["ipv4", "ipv6"])
+def alt(request: pytest.FixtureRequest, bed: TestBed) -> str:
+    return bed.alt4 if request.param == 4 else bed.alt6
+
+
+def test_alt_addresses_are_on_the_bed_side(bed: TestBed) -> None:
+    out = bed.exec(["ip", "-o", "addr", "show", "dev", f"{bed.name}b"]).stdout
+    assert f" {bed.alt4}/24 " in out and f" {bed.alt6}/64 " in out
+    assert len({bed.addr4, bed.alt4, bed.local4}) == 3 and len({bed.addr6, bed.alt6, bed.local6}) == 3
+
+
+def test_alt_dns_answers_over_udp(alt: str, bed: TestBed) -> None:
+    with socket.socket(_family(alt), socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.connect((alt, 53))
+        s.send(build_dns_query(bed.cert_hostname, txid=0x2468))
+        reply = s.recv(512)
+    assert parse_dns_answers(reply) == (0x2468, 0, [bed.addr4])
+    # The question is echoed: the answer names bed.test.
+    assert b"\x03bed\x04test\x00" in reply[12:]
+
+
+def test_alt_dns_over_tcp_times_out(bed: TestBed) -> None:
+    """The firewall drops TCP/53 to alt only: a connect() gets nothing back, neither RST nor ICMP.
+
+    Both families at once, so the suite waits 1.5 s instead of 3.
+    """
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        got = list(pool.map(lambda a: _connect_errno(a, 53, timeout=1.5), (bed.alt4, bed.alt6)))
+    assert got == ["timeout", "timeout"]
+
+
+def test_alt_ssh_on_the_alternative_port_only(alt: str, bed: TestBed) -> None:
+    with _connect(alt, bed.ssh_alt_port) as s:
+        banner = s.recv(256)
+    assert banner.startswith(b"SSH-2.0-OpenSSH"), banner
+    assert _connect_errno(alt, 22) == errno.ECONNREFUSED
+    assert _connect_errno(alt, bed.ssh_alt_port - 1) == errno.ECONNREFUSED
+
+
+def test_alt_truth_holds_for_tcp(bed: TestBed) -> None:
+    """Every tcp entry of alt_truth (five of filtered_range), by non-blocking connects and one wait.
+
+    2.5 s: the IPv6 admin-prohibited error may need the kernel's SYN retransmission at 1 s.
+    """
+    ports = [p for (proto, p) in bed.alt_truth if proto == "tcp" and p not in bed.filtered_range]
+    ports += [20000, 20999]
+    socks: dict[socket.socket, tuple[str, int]] = {}
+    got: dict[tuple[str, int], tuple[str, str]] = {}
+    try:
+        for address in (bed.alt4, bed.alt6):
+            for port in ports:
+                s = socket.socket(_family(address), socket.SOCK_STREAM)
+                s.setblocking(False)
+                socks[s] = (address, port)
+                assert s.connect_ex((address, port)) == errno.EINPROGRESS
+        pending = list(socks)
+        deadline = time.monotonic() + 2.5
+        while pending and (left := deadline - time.monotonic()) > 0:
+            _, writable, _ = select.select([], pending, [], left)
+            for s in writable:
+                address, port = socks[s]
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err == 0:
+                    got[(address, port)] = ("open", "syn-ack")
+                elif err == errno.ECONNREFUSED:
+                    got[(address, port)] = ("closed", "conn-refused")
+                elif err == ADMIN_PROHIBITED_ERRNO[6 if ":" in address else 4]:
+                    got[(address, port)] = ("filtered", "admin-prohibited")
+                else:
+                    got[(address, port)] = ("error", errno.errorcode.get(err, str(err)))
+                pending.remove(s)
+        for s in pending:
+            got[socks[s]] = ("filtered", "no-response")
+    finally:
+        for s in socks:
+            s.close()
+    want = {(a, p): bed.expected("tcp", p, a) for a in (bed.alt4, bed.alt6) for p in ports}
+    assert got == want
+
+
+def _inside(bed: TestBed, script: str, *args: str) -> str:
+    return bed.exec([sys.executable, "-c", script, *args]).stdout
+
+
+_SSLREQUEST_INSIDE = """
+import socket, struct, sys
+port = int(sys.argv[1])
+for address in sys.argv[2:]:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(3)
+        try:
+            s.connect((address, port))
+        except ConnectionRefusedError:
+            print(address, "refused")
+            continue
+        s.sendall(struct.pack("!II", 8, 80877103))
+        print(address, repr(s.recv(1)))
+"""
+
+
+def test_postgres_listens_on_loopback_only(bed: TestBed) -> None:
+    """Inside the namespace 127.0.0.1:5433 and [::1]:5433 answer an SSLRequest; every bed address refuses.
+
+    The seed's exercise: the service runs and `ss` shows it, yet nothing from outside can connect.
+    """
+    port = bed.loopback_only_port
+    lines = _inside(bed, _SSLREQUEST_INSIDE, str(port), "127.0.0.1", "::1", bed.addr4, bed.alt4).splitlines()
+    got = dict(line.split(" ", 1) for line in lines)
+    assert got["127.0.0.1"] in ("b'N'", "b'S'"), got
+    assert got["::1"] in ("b'N'", "b'S'"), got
+    assert got[bed.addr4] == got[bed.alt4] == "refused", got
+    for address in (bed.addr4, bed.addr6, bed.alt4, bed.alt6):
+        assert _connect_errno(address, port) == errno.ECONNREFUSED, address
+    listeners = {(a, p) for proto, a, p in _listening(bed) if p == port}
+    assert listeners == {("127.0.0.1", port), ("::1", port)}
 
 
 # ------------------------------------------------------------------------------------------------------
