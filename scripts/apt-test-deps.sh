@@ -8,7 +8,9 @@
 # (exit 101), which we remove afterwards only if we created it. CI runs this on a clean Debian/Ubuntu as root.
 set -euo pipefail
 PACKAGES=(
-    iproute2 net-tools lsof psmisc procps nftables util-linux
+    iproute2 net-tools lsof psmisc procps nftables iptables util-linux
+    # GNU msgfmt: our catalog compiler is checked against it (tests/test_i18n.py)
+    gettext
     # the test bed's daemons ("nginx" is the real package in bookworm; nginx-light/-core are metapackages)
     nginx openssh-server openssh-client dnsmasq-base redis-server postgresql
     # mail and file transfer for the probes (SMTP with STARTTLS, IMAP/POP3, FTP with AUTH TLS), memcached, snmpd

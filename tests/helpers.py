@@ -117,7 +117,8 @@ def portscope(
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI; offline=True: in an empty network namespace (see offline_prefix)."""
     argv, extra = _command(user, "-m", "portscope", *args)
-    full_env = dict(os.environ, NO_COLOR="1", **extra, **(env or {}))
+    # English whatever the developer's locale (LANG=pt_BR would translate the text tests read)
+    full_env = dict(os.environ, NO_COLOR="1", LC_ALL="C.UTF-8", LANGUAGE="", **extra, **(env or {}))
     prefix = netns_prefix(netns)
     if offline:
         isolated = offline_prefix()

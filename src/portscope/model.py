@@ -254,7 +254,12 @@ class Evidence:
     data: dict[str, Any] = field(default_factory=dict)  # machine-readable facts behind the sentence
 
     def to_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "observation": self.observation, "passed": self.passed, "data": self.data}
+        return {
+            "check": self.check,
+            "observation": self.observation,
+            "passed": self.passed,
+            "data": self.data,
+        }
 
 
 @dataclass(slots=True)

@@ -20,7 +20,9 @@ COMMANDS = {
     "stats": "Socket counts per state, CLOSE_WAIT and TIME_WAIT trouble, ephemeral ports, fd limits.",
     "check": "Can I reach HOST on PORT? open, closed (refused), filtered (timeout), unreachable, explained.",
     "probe": "What really answers on a port: protocol, product, version, TLS and certificate, as expected?",
+    "diagnose": "Why doesn't it connect? The troubleshooting checklist, run: a verdict, evidence, next steps.",
     "scan": "Connect (or UDP) scan of many ports and hosts; nmap-compatible XML and grepable output.",
+    "free": "Can a service bind PORT now? If not: who holds it (process, unit), free ports nearby, what to do.",
 }
 
 
