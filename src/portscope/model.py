@@ -286,3 +286,79 @@ class Diagnosis:
             "evidence": [e.to_dict() for e in self.evidence],
             "next_steps": list(self.next_steps),
         }
+
+
+# watch's event kinds (README): stable codes for history queries, alert routing and scripts.
+EVENT_KINDS = (
+    "listener_added",
+    "listener_removed",
+    "listener_changed",
+    "target_status_changed",
+    "certificate_expiring",
+)
+
+
+@dataclass(slots=True)
+class Listener:
+    """A listening socket as watch keys it: protocol, address, port and process identity, never the PID
+    (a restart changes the PID, not the service), so a restarted daemon is the same listener."""
+
+    proto: str
+    address: str  # as bound: 0.0.0.0, ::, 127.0.0.1, ...
+    port: int
+    process: str | None = None  # process name (comm), None when the owner is hidden
+    user: str | None = None
+    unit: str | None = None  # systemd unit
+    container: str | None = None
+    pids: list[int] = field(default_factory=list)  # informational only: not part of the identity
+
+    def key(self) -> tuple[str, str, int]:
+        """Where it listens: the identity of the slot a listener occupies."""
+        return (self.proto, self.address, self.port)
+
+    def identity(self) -> tuple[str | None, str | None, str | None, str | None]:
+        """Who listens there: a change of it on the same slot is listener_changed."""
+        return (self.process, self.user, self.unit, self.container)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "proto": self.proto,
+            "address": self.address,
+            "port": self.port,
+            "process": self.process,
+            "user": self.user,
+            "unit": self.unit,
+            "container": self.container,
+            "pids": list(self.pids),
+        }
+
+
+@dataclass(slots=True)
+class Event:
+    """One change watch noticed. `id` is stable for the change (not for the cycle that saw it), so an
+    alert retried after a crash is recognised and sent once."""
+
+    id: str
+    kind: str  # one of EVENT_KINDS
+    host: str  # the watching host's name
+    at: str  # ISO 8601 UTC, when the change was first seen
+    summary: str  # one sentence
+    proto: str | None = None
+    address: str | None = None
+    port: int | None = None
+    before: dict[str, Any] | None = None  # Listener.to_dict(), target status, ... before the change
+    after: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "host": self.host,
+            "at": self.at,
+            "summary": self.summary,
+            "proto": self.proto,
+            "address": self.address,
+            "port": self.port,
+            "before": self.before,
+            "after": self.after,
+        }
