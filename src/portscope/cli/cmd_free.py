@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help="the address the service would bind (127.0.0.1, ::1, 0.0.0.0, ::); default: every address",
     )
+    p.add_argument("--lang", metavar="LANG", help="en or pt (default: LANG / LC_MESSAGES)")
     diagnosis_view.add_format_options(p)
 
 
@@ -46,7 +47,10 @@ def port_and_proto(text: str, udp: bool) -> tuple[int, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from portscope import i18n
     from portscope.diagnose.bind import check_bind
+
+    i18n.setup(i18n.parse_lang(args.lang) if args.lang else None)
 
     port, proto = port_and_proto(args.port, args.udp)
     return diagnosis_view.render(check_bind(args.address, port, proto), args)

@@ -398,7 +398,8 @@ def _sock_text(s: Socket) -> str:
     if s.state not in ("LISTEN", "UNCONN") and s.remote_port:
         text += " -> " + _endpoint(s.remote_address, s.remote_port, s.family == "ipv6")
     if s.family == "ipv6" and s.local_address == "::" and s.v6only is False:
-        text += _(" (dual-stack: IPv4 too)")
+        # Translators: {socket} is as ss shows it (tcp LISTEN [::]:8080), not to translate.
+        text = _("{socket} (dual-stack: IPv4 too)").format(socket=text)
     return text
 
 
@@ -423,7 +424,10 @@ def _holder_evidence(h: Holder, port: int, denied: bool) -> Evidence:
     socks = ", ".join(_sock_text(s) for s in h.sockets[:4])
     if len(h.sockets) > 4:
         extra = len(h.sockets) - 4
-        socks += ngettext(" and {n} more", " and {n} more", extra).format(n=extra)
+        # Translators: {sockets} is a list of sockets as ss shows them; {n} more sockets are not shown.
+        socks = ngettext("{sockets} and {n} more", "{sockets} and {n} more", extra).format(
+            sockets=socks, n=extra
+        )
     data: dict[str, Any] = {"sockets": [s.to_dict() for s in h.sockets], "pids": list(h.pids)}
     if h.info is None:
         uid = h.sockets[0].uid
@@ -448,11 +452,14 @@ def _holder_evidence(h: Holder, port: int, denied: bool) -> Evidence:
     others = [pid for pid in h.pids if pid != p.pid]
     if others:
         parts.append(_("shared with pid {pids}").format(pids=", ".join(str(x) for x in others[:8])))
-    text = _("{name} (pid {pid}, {details}) holds {sockets}").format(
-        name=p.name, pid=p.pid, details=", ".join(parts), sockets=socks
-    )
     if p.cmdline:
-        text += _("; command: {cmdline}").format(cmdline=_short(p.cmdline))
+        text = _("{name} (pid {pid}, {details}) holds {sockets}; command: {cmdline}").format(
+            name=p.name, pid=p.pid, details=", ".join(parts), sockets=socks, cmdline=_short(p.cmdline)
+        )
+    else:
+        text = _("{name} (pid {pid}, {details}) holds {sockets}").format(
+            name=p.name, pid=p.pid, details=", ".join(parts), sockets=socks
+        )
     data.update(
         {
             "pid": p.pid,
@@ -637,16 +644,18 @@ def check_bind(address: str | None, port: int, proto: str = "tcp") -> Diagnosis:
         if t.family == socket.AF_INET6:
             data["v6only"] = t.effective_v6only
         if err == 0:
-            mode = ""
-            if t.family == socket.AF_INET6 and t.ip.is_unspecified:
-                mode = (
-                    _(" (IPv6 only)")
-                    if t.effective_v6only
-                    else _(" (dual-stack: IPV6_V6ONLY off, the default)")
+            if not (t.family == socket.AF_INET6 and t.ip.is_unspecified):
+                text = _("{endpoint}/{proto} binds now (a test socket was bound and closed at once)")
+            elif t.effective_v6only:
+                text = _(
+                    "{endpoint}/{proto} (IPv6 only) binds now (a test socket was bound and closed at once)"
                 )
-            text = _(
-                "{endpoint}/{proto}{mode} binds now (a test socket was bound and closed at once)"
-            ).format(endpoint=ep, proto=proto, mode=mode)
+            else:
+                text = _(
+                    "{endpoint}/{proto} (dual-stack: IPV6_V6ONLY off, the default) binds now (a test socket was "
+                    "bound and closed at once)"
+                )
+            text = text.format(endpoint=ep, proto=proto)
             diag.evidence.append(Evidence("bind", text, True, data | {"errno": None}))
             continue
         if err == errno.EADDRINUSE:
@@ -701,16 +710,21 @@ def check_bind(address: str | None, port: int, proto: str = "tcp") -> Diagnosis:
     procs, sockets, hidden, denied = _snapshot(port, proto)
     if proto == "tcp":
         waiting = sum(1 for s in sockets if s.state == "TIME_WAIT")
-        text = _(
-            "the test socket set SO_REUSEADDR, as servers do, so connections lingering in TIME_WAIT on the port "
-            "do not count as conflicts"
-        )
         if waiting:
-            text += ngettext(
-                " ({n} now; a server that does not set SO_REUSEADDR would fail until it expires)",
-                " ({n} now; a server that does not set SO_REUSEADDR would fail until they expire)",
+            text = ngettext(
+                "the test socket set SO_REUSEADDR, as servers do, so connections lingering in TIME_WAIT on the "
+                "port do not count as conflicts ({n} now; a server that does not set SO_REUSEADDR would fail "
+                "until it expires)",
+                "the test socket set SO_REUSEADDR, as servers do, so connections lingering in TIME_WAIT on the "
+                "port do not count as conflicts ({n} now; a server that does not set SO_REUSEADDR would fail "
+                "until they expire)",
                 waiting,
             ).format(n=waiting)
+        else:
+            text = _(
+                "the test socket set SO_REUSEADDR, as servers do, so connections lingering in TIME_WAIT on the "
+                "port do not count as conflicts"
+            )
         diag.evidence.append(Evidence("reuseaddr", text, None, {"time_wait": waiting}))
     else:
         diag.evidence.append(
@@ -823,17 +837,21 @@ def _in_use(
         diag.evidence.append(Evidence("owners", hidden, None))
 
     asked = _("{port}/{proto} on {addresses}").format(
-        port=port, proto=proto, addresses=_(" and ").join(t.endpoint(0).rsplit(":", 1)[0] for t in failed)
+        port=port, proto=proto, addresses=_and_list([t.endpoint(0).rsplit(":", 1)[0] for t in failed])
     )
     if holders:
         first = holders[0]
         held = _sock_text(first.sockets[0])
-        diag.summary = _("port {asked} is in use: {who} holds {held}").format(
-            asked=asked, who=_who(first), held=held
-        )
         if len(holders) > 1:
-            diag.summary += ngettext(" (and {n} more)", " (and {n} more)", len(holders) - 1).format(
-                n=len(holders) - 1
+            # Translators: {n} more processes or sockets hold the port too.
+            diag.summary = ngettext(
+                "port {asked} is in use: {who} holds {held} (and {n} more)",
+                "port {asked} is in use: {who} holds {held} (and {n} more)",
+                len(holders) - 1,
+            ).format(asked=asked, who=_who(first), held=held, n=len(holders) - 1)
+        else:
+            diag.summary = _("port {asked} is in use: {who} holds {held}").format(
+                asked=asked, who=_who(first), held=held
             )
     else:
         diag.summary = _("port {asked} is in use, by a socket this host's table does not show").format(
@@ -909,6 +927,14 @@ def _in_use(
     steps.append(_reuse_line(proto))
     diag.next_steps = list(dict.fromkeys(steps))
     return diag
+
+
+def _and_list(items: Sequence[str]) -> str:
+    """A, "A and B", "A, B and C": the pattern comes from the catalog, so each language joins with its word."""
+    if len(items) < 2:
+        return "".join(items)
+    # Translators: the end of a list of addresses, as in "0.0.0.0, 127.0.0.1 and [::]".
+    return _("{items} and {last}").format(items=", ".join(items[:-1]), last=items[-1])
 
 
 def _port_list(ports: Sequence[tuple[int, str | None]]) -> str:

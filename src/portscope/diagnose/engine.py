@@ -377,9 +377,8 @@ def _service_elsewhere(
                 {"socket": other.to_dict()},
             )
         )
-    client = {"ssh": "ssh -p {other} USER@HOST", "postgresql": "psql -h HOST -p {other}"}.get(
-        _canonical(expected), "connect to port {other}"
-    )
+    commands = {"ssh": "ssh -p {other} USER@HOST", "postgresql": "psql -h HOST -p {other}"}
+    client = commands.get(_canonical(expected)) or _("connect to port {other}")
     return _verdict(
         diag,
         "service_on_other_port",
@@ -535,7 +534,7 @@ def _dns_both(diag: Diagnosis, address: str, req: Request, clock: _Clock, reach:
     diag.evidence.append(
         Evidence(
             "dns_udp",
-            _("a DNS query over UDP: {answer}").format(answer=_("answered") if udp else _("no answer")),
+            _("a DNS query over UDP was answered") if udp else _("a DNS query over UDP got no answer"),
             udp is not None,
         )
     )
@@ -687,7 +686,12 @@ def _tls_verdict(diag: Diagnosis, probe: ProbeResult, host: str, req: Request) -
         )
     if tls.verified is False:
         diag.evidence.append(
-            Evidence("tls", cert + "; " + str(tls.verify_error), False, {"tls": tls.to_dict()})
+            Evidence(
+                "tls",
+                _("{certificate}; {error}").format(certificate=cert, error=tls.verify_error),
+                False,
+                {"tls": tls.to_dict()},
+            )
         )
         return _verdict(
             diag,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import math
 import os
 import re
 import selectors
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from portscope.i18n import _
+from portscope.i18n import N_, _, ngettext
 from portscope.model import Evidence
 from portscope.textsafe import clean
 
@@ -1300,7 +1301,10 @@ def _run(argv: list[str], limit: int = MAX_OUTPUT, timeout: float = TIMEOUT) -> 
         while sel.get_map() and not problem:
             left = deadline - time.monotonic()
             if left <= 0:
-                problem = _("no answer within {seconds:g} s").format(seconds=timeout)
+                # Translators: s is the unit symbol; the plural form is there for languages that inflect it.
+                problem = ngettext(
+                    "no answer within {seconds:g} s", "no answer within {seconds:g} s", math.ceil(timeout)
+                ).format(seconds=timeout)
                 break
             for k, _ev in sel.select(left):
                 chunk = os.read(k.fd, 65536)
@@ -1309,7 +1313,11 @@ def _run(argv: list[str], limit: int = MAX_OUTPUT, timeout: float = TIMEOUT) -> 
                     continue
                 bufs[k.fd] += chunk
                 if len(bufs[k.fd]) > limit:
-                    problem = _("more than {n} MiB of output").format(n=limit // (1024 * 1024))
+                    mib = limit // (1024 * 1024)
+                    # Translators: MiB is the unit symbol; the plural form is there for languages that inflect it.
+                    problem = ngettext(
+                        "more than {n} MiB of output", "more than {n} MiB of output", mib
+                    ).format(n=mib)
                     break
     if problem:
         proc.kill()
@@ -1536,12 +1544,35 @@ def verdict_for(proto: str, port: int, dst: str | None = None, src: str | None =
 # ---------------------------------------------------------------------------------- sentences
 
 
-def _verbs(verdicts: list[str], third_person: bool) -> str:
-    if third_person:
-        words = {"accept": _("accepts"), "drop": _("drops"), "reject": _("rejects")}
-    else:
-        words = {"accept": _("accept"), "drop": _("drop"), "reject": _("reject")}
-    return _(" or ").join(words.get(v, v) for v in verdicts)
+# A verdict the ruleset reached, as one whole sentence each (a verb spliced into a sentence does not
+# translate): decided by a rule, or by the input chain's policy when no rule matched.
+_DECIDED_BY_RULE = {
+    "accept": N_("the local {backend} ruleset accepts {what} ({where}: {rule})"),
+    "drop": N_("the local {backend} ruleset drops {what} ({where}: {rule})"),
+    "reject": N_("the local {backend} ruleset rejects {what} ({where}: {rule})"),
+}
+_DECIDED_BY_POLICY = {
+    "accept": N_(
+        "the local {backend} ruleset accepts {what}: no rule decides, and the policy of {where} is {policy}"
+    ),
+    "drop": N_(
+        "the local {backend} ruleset drops {what}: no rule decides, and the policy of {where} is {policy}"
+    ),
+    "reject": N_(
+        "the local {backend} ruleset rejects {what}: no rule decides, and the policy of {where} is {policy}"
+    ),
+}
+
+
+def _verbs(verdicts: list[str]) -> str:
+    """What the ruleset may do, as verbs after "may": "drop", "accept or drop"."""
+    # Translators: what a firewall may do with a new connection, after "may" ("may accept or drop tcp/22").
+    words = {"accept": _("accept"), "drop": _("drop"), "reject": _("reject")}
+    found = [words.get(v, v) for v in verdicts]
+    if len(found) < 2:
+        return "".join(found)
+    # Translators: the end of a list of verbs, as in "accept, drop or reject".
+    return _("{items} or {last}").format(items=", ".join(found[:-1]), last=found[-1])
 
 
 def evidence(answer: FirewallAnswer) -> Evidence:
@@ -1552,8 +1583,8 @@ def evidence(answer: FirewallAnswer) -> Evidence:
     passed: bool | None = None
     if not answer.readable:
         text = _("could not read the local firewall: {why}").format(why=answer.why)
-    elif answer.verdict == "unknown":
-        verbs = _verbs(answer.possible, third_person=False) or _("drop")
+    elif answer.verdict not in _DECIDED_BY_RULE:  # unknown: what it may do, and what that hinges on
+        verbs = _verbs(answer.possible) or _verbs(["drop"])
         if answer.rule:
             text = _("the local {backend} ruleset may {verbs} {what}: {why} ({where}: {rule})").format(
                 backend=backend, verbs=verbs, what=what, why=answer.why, where=where, rule=answer.rule
@@ -1568,15 +1599,13 @@ def evidence(answer: FirewallAnswer) -> Evidence:
         ).format(what=what, backend=backend)
         passed = True
     elif answer.by_policy:
-        text = _(
-            "the local {backend} ruleset {verb} {what}: no rule decides, and the policy of {where} is {policy}"
-        ).format(
-            backend=backend, verb=_verbs([answer.verdict], True), what=what, where=where, policy=answer.policy
+        text = _(_DECIDED_BY_POLICY[answer.verdict]).format(
+            backend=backend, what=what, where=where, policy=answer.policy
         )
         passed = answer.verdict == "accept"
     else:
-        text = _("the local {backend} ruleset {verb} {what} ({where}: {rule})").format(
-            backend=backend, verb=_verbs([answer.verdict], True), what=what, where=where, rule=answer.rule
+        text = _(_DECIDED_BY_RULE[answer.verdict]).format(
+            backend=backend, what=what, where=where, rule=answer.rule
         )
         passed = answer.verdict == "accept"
     data = answer.to_dict()
