@@ -73,3 +73,10 @@ def test_contains_agrees_with_a_plain_set(ranges: list[tuple[int, int]], probes:
     for port in [*probes, *(r[0] for r in ranges)]:
         assert spec.contains(port, "tcp") == (port in expected)
         assert not spec.contains(port, "udp")
+
+
+def test_unicode_digits_are_bad_input_not_a_crash() -> None:
+    # "²".isdigit() is true but int("²") fails: such input must be the usual one-line error.
+    for spec in ("²", "8²", "²-3", "٣"):
+        with pytest.raises(BadInput):
+            parse_ports(spec)

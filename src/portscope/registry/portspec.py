@@ -69,7 +69,7 @@ class PortSpec:
 
 
 def _port(text: str, whole: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise BadInput(f"bad port {text!r} in {whole!r}: give {VALID_FORMS}")
     n = int(text)
     if n > MAX_PORT:
@@ -100,7 +100,7 @@ def parse_ports(
         if item in ("-", "all", "*"):
             for p in protos:
                 acc[p].append((0, MAX_PORT))
-        elif item[:1].isdigit() or item.startswith("-"):
+        elif (item[:1].isascii() and item[:1].isdigit()) or item.startswith("-"):
             low_s, dash, high_s = item.partition("-")
             if dash and not low_s:
                 raise BadInput(f"bad port {item!r} in {spec!r}: ports are 0-{MAX_PORT}; give {VALID_FORMS}")
