@@ -24,6 +24,7 @@ COMMANDS = {
     "scan": "Connect (or UDP) scan of many ports and hosts; nmap-compatible XML and grepable output.",
     "free": "Can a service bind PORT now? If not: who holds it (process, unit), free ports nearby, what to do.",
     "baseline": "Write this host's expected listeners to portscope.toml (init); compare now with it (check).",
+    "watch": "Watch this host's listeners against portscope.toml: events after they persist, history, alerts.",
     "history": "What watch recorded: which process held a port when, events per host (SQLite or PostgreSQL).",
 }
 

@@ -1,0 +1,115 @@
+"""One watch cycle, and the loop around it.
+
+A cycle: take this host's listeners (policy.listeners: client and ephemeral sockets never count),
+record them in the history store (intervals keyed on identity), compare them with the baseline, let
+the tracker turn lasting differences into events, queue one alert per sink for the cycle's events
+(monitor.delivery: the outbox), and deliver what is due. Everything that must survive a crash is in
+the store before anything is sent, so a SIGKILL loses no alert; the outbox's keys and the events' ids
+make a redone cycle send nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from portscope.model import Event, Listener
+from portscope.monitor.delivery import DeliveryReport, deliver_due, queue_cycle
+from portscope.monitor.sinks import Sink
+from portscope.monitor.store import IntervalRow, Store
+from portscope.monitor.tracker import Tracker
+from portscope.policy.baseline import Baseline, Difference, compare
+from portscope.policy.listeners import current_listeners, take_snapshot
+
+
+@dataclass(slots=True)
+class CycleReport:
+    at: dt.datetime
+    listeners: list[Listener]
+    differences: list[Difference]
+    events: list[Event]
+    delivery: DeliveryReport | None
+    seconds: float
+    pending: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Watcher:
+    def __init__(
+        self,
+        baseline: Baseline,
+        store: Store,
+        sinks: Sequence[Sink],
+        host: str | None = None,
+        persist: float | None = None,
+    ) -> None:
+        self.baseline = baseline
+        self.store = store
+        self.sinks = list(sinks)
+        self.host = host or socket.gethostname()
+        self.persist = baseline.watch.persist if persist is None else persist
+        self.tracker = Tracker(self.host, self.persist, first_seen=self._first_seen)
+
+    def cycle(self, now: dt.datetime | None = None) -> CycleReport:
+        started = time.monotonic()
+        now = now or dt.datetime.now(dt.UTC)
+        b = self.baseline
+        snap = take_snapshot(b.scope)
+        listeners = current_listeners(b.scope, b.keep_ports(), snap)
+        self.store.record_listeners(self.host, listeners, now)
+        differences = compare(b, listeners)
+        events = self.tracker.observe(now, differences)
+        if events:
+            queue_cycle(self.store, self.host, events, self.sinks, now)
+        delivery = deliver_due(self.store, self.sinks, now, host=self.host) if self.sinks else None
+        notes = [n for n in (snap.hidden_note(),) if n]
+        return CycleReport(
+            now,
+            listeners,
+            differences,
+            events,
+            delivery,
+            time.monotonic() - started,
+            self.tracker.pending(),
+            notes,
+        )
+
+    def run(
+        self,
+        interval: float,
+        stop: threading.Event,
+        on_cycle: Callable[[CycleReport], None],
+        cycles: int | None = None,
+    ) -> None:
+        """Cycle every `interval` seconds (measured start to start) until `stop` is set."""
+        done = 0
+        while not stop.is_set():
+            began = time.monotonic()
+            on_cycle(self.cycle())
+            done += 1
+            if cycles is not None and done >= cycles:
+                return
+            stop.wait(max(0.0, interval - (time.monotonic() - began)))
+
+    def _first_seen(self, d: Difference) -> dt.datetime | None:
+        """When this difference began, from the store: a restarted watch keeps the original moment, so
+        the event it emits has the id the first watch gave it (and is not alerted twice)."""
+        if d.port is None:
+            return None
+        rows = [
+            r
+            for r in self.store.history(port=d.port, host=self.host, kind="listening", proto=d.proto)
+            if isinstance(r, IntervalRow) and r.address == d.address
+        ]
+        if d.actual is not None:
+            ident = d.actual.identity()
+            mine = [
+                r for r in rows if r.gone_at is None and (r.process, r.user, r.unit, r.container) == ident
+            ]
+            return min((r.first_seen for r in mine), default=None)
+        gone = [r.gone_at for r in rows if r.gone_at is not None]
+        return max(gone, default=None)
