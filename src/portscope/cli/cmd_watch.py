@@ -32,12 +32,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--host", metavar="NAME", help="this host's name in the history and alerts (default: hostname)"
     )
     p.add_argument("--once", action="store_true", help="one cycle, then exit (1 when the host differs)")
+    p.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        help="serve Prometheus metrics there, e.g. 127.0.0.1:9310 ([::1]:9310; :9310 for every address)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per cycle on stdout")
 
 
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from portscope.cli import output
+    from portscope.monitor.metrics import WatchMetrics, parse_listen, serve
     from portscope.monitor.sinks import build_sinks
     from portscope.monitor.store import Store
     from portscope.monitor.watch import CycleReport, Watcher
@@ -47,12 +54,17 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if (value is not None and not 0 <= value <= 604800) or (name == "interval" and value == 0):
             raise BadInput(f"--{name} {value:g} is out of range: give seconds, e.g. 30")
+    if args.metrics:
+        parse_listen(args.metrics)  # bad input is exit 2 before anything starts
     baseline = load(find_file(args.file))
     sinks = build_sinks([s.table for s in baseline.sinks])
     store = Store.open(args.db or os.environ.get("PORTSCOPE_DB"))
     watcher = Watcher(baseline, store, sinks, host=args.host, persist=args.persist)
     interval = args.interval or baseline.watch.interval
     stop = threading.Event()
+    metrics = WatchMetrics(watcher.host) if args.metrics else None
+    if metrics is not None:
+        serve(metrics, args.metrics)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -63,9 +75,16 @@ def run(args: argparse.Namespace) -> int:
 
     def show(report: CycleReport) -> None:
         last[:] = [report]
+        if metrics is not None:
+            metrics.observe(report)
         _print(report, args.json)
 
-    watcher.run(interval, stop, show, cycles=1 if args.once else None)
+    def failed(exc: Exception) -> None:
+        if metrics is not None:
+            metrics.failed()
+        output.note(f"watch: this cycle failed, the next one runs as planned: {type(exc).__name__}: {exc}")
+
+    watcher.run(interval, stop, show, cycles=1 if args.once else None, on_error=None if args.once else failed)
     if args.once and last:
         return 1 if last[0].differences else 0
     return 0
@@ -85,6 +104,7 @@ def _print(report: object, as_json: bool) -> None:
                 "differences": [d.to_dict() for d in report.differences],
                 "events": [e.to_dict() for e in report.events],
                 "pending": report.pending,
+                "targets": [t.to_dict() for t in report.targets],
                 "sent": report.delivery.sent if report.delivery else 0,
                 "seconds": round(report.seconds, 4),
             }

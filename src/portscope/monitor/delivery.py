@@ -71,6 +71,8 @@ class DeliveryReport:
     gave_up: int = 0  # failed past MAX_AGE, or unreadable: state failed
     limited: dict[str, dt.datetime] = field(default_factory=dict)  # sink at its rate limit -> next slot
     errors: list[str] = field(default_factory=list)  # "sink: why", one per failed sink
+    sent_by_sink: dict[str, int] = field(default_factory=dict)  # outbox messages delivered, per sink
+    failed_by_sink: dict[str, int] = field(default_factory=dict)  # failed deliveries (retried or given up)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,6 +188,7 @@ def _deliver_to(
                 log.exception("%s failed on alert %s", sink.describe(), alert.key)
                 error = clean(f"{type(exc).__name__}: {exc}", 500)
             report.errors.append(f"{sink.name}: {error}")
+            report.failed_by_sink[sink.name] = report.failed_by_sink.get(sink.name, 0) + 1
             for i, later in enumerate(groups[rank:]):
                 why = error if i == 0 else f"not tried, the sink had just failed: {error}"
                 for item, _ in later:
@@ -196,6 +199,7 @@ def _deliver_to(
         stamp += TICK
         report.messages += 1
         report.sent += len(group)
+        report.sent_by_sink[sink.name] = report.sent_by_sink.get(sink.name, 0) + len(group)
         if len(group) > 1:
             report.merged += len(group)
 

@@ -28,13 +28,18 @@ _RESOLVED = {
     "unexpected": ("listener_removed", "{what} no longer listens"),
     "missing": ("listener_added", "{what} listens again, as the baseline expects"),
     "changed": ("listener_changed", "{what} is held by the expected process again"),
+    "target": ("target_status_changed", "{what} is as the baseline expects again"),
+    "certificate": (
+        "certificate_expiring",
+        "{what}: the TLS certificate no longer expires within the warning period",
+    ),
 }
 
 
 def key_of(d: Difference) -> Key:
     """What makes two cycles' differences the same one: never the PID."""
     actual = d.actual.identity() if d.actual is not None else None
-    line = d.expected.line if d.expected is not None else None
+    line = d.expected.line if d.expected is not None else (d.target.line if d.target is not None else None)
     return (d.kind, d.proto, d.address, d.port, actual, line)
 
 
@@ -95,8 +100,10 @@ class Tracker:
         self, kind: str, d: Difference, summary: str, at: dt.datetime, key: Key, resolved: bool = False
     ) -> Event:
         digest = hashlib.sha256(repr((self.host, kind, key, at.isoformat(), resolved)).encode()).hexdigest()
-        actual = d.actual.to_dict() if d.actual is not None else None
+        actual = d.actual.to_dict() if d.actual is not None else d.observed
         expected = d.expected.to_dict() if d.expected is not None else None
+        if d.target is not None:
+            expected = {"status": d.target.expect_status, "service": d.target.expect_service}
         before, after = (expected, actual) if not resolved else (actual, expected)
         if d.kind == "unexpected":
             before, after = (None, actual) if not resolved else (actual, None)
@@ -115,6 +122,9 @@ class Tracker:
 
 
 def _what(d: Difference) -> str:
+    if d.target is not None:
+        t = d.target
+        return "target " + (t.name or f"{d.address}:{d.port}/{d.proto}")
     where = f"{d.proto or 'tcp/udp'} {d.address or '*'}:{d.port if d.port is not None else '*'}"
     if d.actual is not None and d.actual.process:
         return f"{d.actual.process} on {where}"

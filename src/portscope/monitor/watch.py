@@ -1,7 +1,8 @@
 """One watch cycle, and the loop around it.
 
 A cycle: take this host's listeners (policy.listeners: client and ephemeral sockets never count),
-record them in the history store (intervals keyed on identity), compare them with the baseline, let
+record them in the history store (intervals keyed on identity), check the remote targets
+(monitor.targets), compare both with the baseline, let
 the tracker turn lasting differences into events, queue one alert per sink for the cycle's events
 (monitor.delivery: the outbox), and deliver what is due. Everything that must survive a crash is in
 the store before anything is sent, so a SIGKILL loses no alert; the outbox's keys and the events' ids
@@ -11,6 +12,7 @@ make a redone cycle send nothing twice.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import socket
 import threading
 import time
@@ -20,10 +22,14 @@ from dataclasses import dataclass, field
 from portscope.model import Event, Listener
 from portscope.monitor.delivery import DeliveryReport, deliver_due, queue_cycle
 from portscope.monitor.sinks import Sink
-from portscope.monitor.store import IntervalRow, Store
+from portscope.monitor.store import EventRow, IntervalRow, Store
+from portscope.monitor.targets import TargetChecker, TargetState
+from portscope.monitor.targets import differences as target_differences
 from portscope.monitor.tracker import Tracker
-from portscope.policy.baseline import Baseline, Difference, compare
+from portscope.policy.baseline import EVENT_OF_KIND, Baseline, Difference, compare
 from portscope.policy.listeners import current_listeners, take_snapshot
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -36,6 +42,7 @@ class CycleReport:
     seconds: float
     pending: int = 0
     notes: list[str] = field(default_factory=list)
+    targets: list[TargetState] = field(default_factory=list)
 
 
 class Watcher:
@@ -53,6 +60,7 @@ class Watcher:
         self.host = host or socket.gethostname()
         self.persist = baseline.watch.persist if persist is None else persist
         self.tracker = Tracker(self.host, self.persist, first_seen=self._first_seen)
+        self.checker = TargetChecker(baseline.targets)
 
     def cycle(self, now: dt.datetime | None = None) -> CycleReport:
         started = time.monotonic()
@@ -61,7 +69,8 @@ class Watcher:
         snap = take_snapshot(b.scope)
         listeners = current_listeners(b.scope, b.keep_ports(), snap)
         self.store.record_listeners(self.host, listeners, now)
-        differences = compare(b, listeners)
+        states = self.checker.check(now)
+        differences = compare(b, listeners) + target_differences(states)
         events = self.tracker.observe(now, differences)
         if events:
             queue_cycle(self.store, self.host, events, self.sinks, now)
@@ -76,6 +85,7 @@ class Watcher:
             time.monotonic() - started,
             self.tracker.pending(),
             notes,
+            states,
         )
 
     def run(
@@ -84,12 +94,24 @@ class Watcher:
         stop: threading.Event,
         on_cycle: Callable[[CycleReport], None],
         cycles: int | None = None,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
-        """Cycle every `interval` seconds (measured start to start) until `stop` is set."""
+        """Cycle every `interval` seconds (measured start to start) until `stop` is set.
+
+        A failed cycle (the database unreachable, /proc unreadable for a moment) is reported to
+        `on_error` and the loop goes on: a watcher that dies on the first hiccup watches nothing. Without
+        `on_error` the exception propagates (`--once`: the caller turns it into an exit code)."""
         done = 0
         while not stop.is_set():
             began = time.monotonic()
-            on_cycle(self.cycle())
+            try:
+                report = self.cycle()
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
+            else:
+                on_cycle(report)
             done += 1
             if cycles is not None and done >= cycles:
                 return
@@ -100,6 +122,8 @@ class Watcher:
         the event it emits has the id the first watch gave it (and is not alerted twice)."""
         if d.port is None:
             return None
+        if d.target is not None:
+            return self._alerted_at(d)
         rows = [
             r
             for r in self.store.history(port=d.port, host=self.host, kind="listening", proto=d.proto)
@@ -113,3 +137,21 @@ class Watcher:
             return min((r.first_seen for r in mine), default=None)
         gone = [r.gone_at for r in rows if r.gone_at is not None]
         return max(gone, default=None)
+
+    def _alerted_at(self, d: Difference) -> dt.datetime | None:
+        """A target's difference after a restart: when its alarm event went out, if the last event of
+        that kind for the target is an alarm (not its all-clear). The recovered moment gives the alarm
+        the id it had, so the store's de-duplication keeps it from going out twice."""
+        rows = self.store.history(
+            port=d.port, host=self.host, kind=EVENT_OF_KIND[d.kind], proto=d.proto, limit=50
+        )
+        for r in rows:  # newest first
+            if isinstance(r, EventRow) and r.address == d.address:
+                after = r.after or {}
+                # An alarm's `after` is what was observed (TargetState.to_dict()); an all-clear's is
+                # the expectation ({status, service}).
+                alarm = after.get("as_expected") is False or (
+                    d.kind == "certificate" and "days_left" in after
+                )
+                return r.at if alarm else None
+        return None

@@ -75,8 +75,16 @@ SYSLOG_FACILITIES = (
 )
 COMM_LEN = 15  # the kernel keeps 15 bytes of a process name (TASK_COMM_LEN - 1)
 MAX_TEXT = 256
-DIFFERENCE_KINDS = ("missing", "unexpected", "changed")
-EVENT_OF_KIND = {"missing": "listener_removed", "unexpected": "listener_added", "changed": "listener_changed"}
+# missing/unexpected/changed: this host's listeners (compare); target/certificate: the remote targets
+# watch checks (monitor/targets.py).
+DIFFERENCE_KINDS = ("missing", "unexpected", "changed", "target", "certificate")
+EVENT_OF_KIND = {
+    "missing": "listener_removed",
+    "unexpected": "listener_added",
+    "changed": "listener_changed",
+    "target": "target_status_changed",
+    "certificate": "certificate_expiring",
+}
 
 T = TypeVar("T")
 
@@ -189,6 +197,18 @@ class Target:
     name: str | None = None
     note: str | None = None
     line: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "host": self.host,
+            "port": self.port,
+            "proto": self.proto,
+            "expect_status": self.expect_status,
+            "expect_service": self.expect_service,
+            "cert_warn_days": self.cert_warn_days,
+            "line": self.line,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -850,7 +870,10 @@ _ARRAYS: dict[str, Callable[[_Table, int], Any]] = {
 class Difference:
     """One way this host differs from its baseline. kind: missing (an expected listener is not there),
     unexpected (a listener nothing expects or allows), changed (an expected slot held by another
-    process identity: `fields` says which of process, user, unit, container differ)."""
+    process identity: `fields` says which of process, user, unit, container differ), target (a remote
+    target's status or service is not the expected one), certificate (a target's TLS certificate expires
+    within its warning period). For the last two `address` is the target's host and `observed` what
+    this cycle saw of it (monitor.targets.TargetState.to_dict())."""
 
     kind: str
     summary: str
@@ -860,6 +883,8 @@ class Difference:
     expected: ExpectedListener | None = None
     actual: Listener | None = None
     fields: list[str] = field(default_factory=list)
+    target: Target | None = None
+    observed: dict[str, Any] | None = None
 
     @property
     def event(self) -> str:
@@ -873,10 +898,12 @@ class Difference:
             "proto": self.proto,
             "address": self.address,
             "port": self.port,
-            "line": self.expected.line if self.expected else None,
+            "line": self.expected.line if self.expected else (self.target.line if self.target else None),
             "fields": list(self.fields),
-            "expected": self.expected.to_dict() if self.expected else None,
-            "actual": self.actual.to_dict() if self.actual else None,
+            "expected": self.expected.to_dict()
+            if self.expected
+            else (self.target.to_dict() if self.target else None),
+            "actual": self.actual.to_dict() if self.actual else self.observed,
         }
 
 
