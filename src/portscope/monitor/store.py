@@ -811,6 +811,29 @@ def _prepare_file(path: Path, create: bool) -> None:
         raise StoreError(f"cannot create the history database {path}: {exc.strerror}") from None
 
 
+def _wal(cur: Any) -> None:
+    """Switch the file to WAL, which persists in the file: once one process has done it, the others
+    see `wal` and need no lock. The switch itself takes an exclusive lock and SQLite does not wait
+    for it through busy_timeout, so two watchers creating one file at once would make one of them fail
+    with "database is locked": retry it within the busy timeout instead."""
+    import sqlite3
+
+    end = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        cur.execute("PRAGMA journal_mode")
+        if str(cur.fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > end:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
 def _engine(location: Location) -> Engine:
     if location.path is None:
         try:
@@ -833,7 +856,7 @@ def _engine(location: Location) -> Engine:
         cur = dbapi_conn.cursor()
         try:
             cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-            cur.execute("PRAGMA journal_mode = WAL")  # readers never block the watcher, nor it them
+            _wal(cur)  # readers never block the watcher, nor it them
             # Every commit on disk before it returns: an alert in the outbox survives a power cut too.
             cur.execute("PRAGMA synchronous = FULL")
             cur.execute("PRAGMA foreign_keys = ON")
