@@ -12,8 +12,6 @@ Time is passed in (`now`), never waited for: a 30 s backoff is a later `now`, no
 from __future__ import annotations
 
 import datetime as dt
-import email
-import email.policy
 import ipaddress
 import json
 import logging
@@ -22,16 +20,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from portscope.model import Event, Listener
@@ -46,7 +39,7 @@ from portscope.monitor.delivery import (
 )
 from portscope.monitor.sinks import SendError, Sink, build_sink
 from portscope.monitor.store import Store
-from tests.monitor.test_store import pg_server, pg_url  # noqa: F401  (fixtures: a real PostgreSQL)
+from tests.monitor.servers import Receiver, SmtpServer, free_port
 
 T0 = dt.datetime(2024, 5, 1, 23, 0, tzinfo=dt.UTC)
 EVIL = "evil\r\nBcc: x@y"
@@ -73,12 +66,6 @@ def event(ev_id: str, port: int = 4444, process: str = "nc", kind: str = "listen
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.root)])
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """The history store on both backends (the outbox's claims and sent times are SQL)."""
@@ -94,74 +81,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 # -- a real SMTP server -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    data: bytes
-    tls: bool
-    authenticated: bool
-
-    @property
-    def msg(self) -> EmailMessage:
-        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        return parsed
-
-
-class Mailbox:
-    """aiosmtpd handler: keeps what arrived, as a mailbox would."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.received.append(
-            Received(
-                envelope.mail_from,
-                list(envelope.rcpt_tos),
-                envelope.original_content or envelope.content,
-                session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None,
-                bool(session.authenticated),
-            )
-        )
-        return "250 OK queued"
-
-    def message_ids(self) -> list[str]:
-        return [str(r.msg["Message-ID"]) for r in self.received]
-
-
-class SmtpServer:
-    """aiosmtpd on 127.0.0.1, on one port for its whole life: stopped and started again like a
-    mail server being restarted."""
-
-    def __init__(self, **smtp_options: Any) -> None:
-        self.port = free_port()
-        self.box = Mailbox()
-        self.options = smtp_options
-        self.controller: Controller | None = None
-
-    def start(self) -> None:
-        assert self.controller is None
-        self.controller = Controller(self.box, hostname="127.0.0.1", port=self.port, **self.options)
-        self.controller.start()
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def mail_sink(port: int, **extra: Any) -> Sink:
@@ -449,63 +368,6 @@ def test_killed_between_claim_and_mark_sent_is_at_least_once_with_one_message_id
 
 
 # -- webhooks ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Request:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 that records what it is sent and answers `answers` first."""
-
-    def __init__(self) -> None:
-        self.requests: list[Request] = []
-        self.answers: list[int] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(min(length, 10_000_000))
-                outer.requests.append(
-                    Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                )
-                status = outer.answers.pop(0) if outer.answers else 200
-                self.send_response(status)
-                if 300 <= status < 400:
-                    self.send_header("Location", "/elsewhere")
-                answer = b"busy\x1b[2J, try later" if status >= 300 else b"{}"
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def test_webhook_json_is_retried_and_keyed_for_the_receiver(any_store: Store, receiver: Receiver) -> None:

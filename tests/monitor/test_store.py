@@ -12,16 +12,9 @@ import datetime as dt
 import json
 import multiprocessing
 import os
-import shutil
-import socket
 import sqlite3
 import stat
-import subprocess
-import tempfile
-import time
 import traceback
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +34,7 @@ from portscope.monitor.store import (
     locate,
 )
 from tests.helpers import portscope
+from tests.monitor.servers import free_port
 
 T0 = dt.datetime(2024, 5, 1, 23, 0, tzinfo=dt.UTC)
 
@@ -79,84 +73,6 @@ def ev(
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()  # SIGTERM: PostgreSQL's "smart" shutdown is enough, nobody is connected
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[int]:
-    """A real PostgreSQL on 127.0.0.1 (a free port), trust authentication, running as postgres."""
-    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
-    setpriv = shutil.which("setpriv")
-    if not bindir or setpriv is None or os.geteuid() != 0:
-        pytest.skip("needs PostgreSQL's server binaries, setpriv and root (initdb runs as postgres)")
-    import pwd
-
-    pw = pwd.getpwnam("postgres")
-    # Not tmp_path: pytest's base dir is root-only, and the server runs as postgres.
-    d = Path(tempfile.mkdtemp(prefix="portscope-history-pg-"))
-    os.chown(d, pw.pw_uid, pw.pw_gid)
-    as_postgres = [setpriv, "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        initdb = [str(bindir[-1] / "initdb"), "-D", str(d / "data"), "-U", "postgres", "-A", "trust"]
-        initdb += ["--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C"]
-        subprocess.run([*as_postgres, *initdb], check=True, capture_output=True, cwd=d, timeout=120)
-        (d / "data" / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
-        port = _free_port()
-        argv = [str(bindir[-1] / "postgres"), "-D", str(d / "data"), "-k", str(d), "-p", str(port)]
-        argv += ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=60"]
-        proc = subprocess.Popen(
-            [*as_postgres, *argv], cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        end = time.monotonic() + 30
-        import psycopg
-
-        while True:  # accepting TCP is not enough: the server refuses logins while it starts up
-            if proc.poll() is not None:
-                raise RuntimeError(f"postgres exited with {proc.returncode}")
-            try:
-                psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2).close()
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.1)
-        yield port
-    finally:
-        if proc is not None:
-            _stop(proc)
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def pg_url(pg_server: int) -> Iterator[str]:
-    """A new, empty database on the test server: what a fleet's administrator gives watch."""
-    import psycopg
-
-    name = f"history_{uuid.uuid4().hex[:12]}"
-    admin = f"postgresql://postgres@127.0.0.1:{pg_server}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{pg_server}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.root)])
@@ -674,7 +590,7 @@ def test_history_cli_tells_two_watchers_apart_on_postgresql(pg_url: str) -> None
 def test_history_cli_on_an_empty_or_unreachable_postgresql(pg_url: str) -> None:
     proc = portscope("history", "--db", pg_url)
     assert proc.returncode == 1 and "nothing recorded yet" in proc.stderr
-    closed = _free_port()
+    closed = free_port()
     proc = portscope("history", "--db", f"postgresql://postgres:hunter2@127.0.0.1:{closed}/x")
     assert proc.returncode == 3 and proc.stderr.count("\n") == 1
     assert "hunter2" not in proc.stderr and "127.0.0.1" in proc.stderr
