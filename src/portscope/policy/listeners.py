@@ -14,7 +14,7 @@ port): they are one Listener, named after the process that opened it.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from portscope.inventory import procinfo, snapshot
 from portscope.model import Listener, ProcessRef, Socket
@@ -39,9 +39,16 @@ class Scope:
 def take_snapshot(scope: Scope | None = None) -> snapshot.Snapshot:
     """The sockets current_listeners() needs: listening TCP and unconnected UDP, with their owners."""
     scope = scope or Scope()
-    return snapshot.take(
-        snapshot.Query(states=snapshot.LISTENING, ports=scope.ports, exposed=not scope.loopback, owners=True)
-    )
+    query = snapshot.Query(states=snapshot.LISTENING, ports=scope.ports, exposed=not scope.loopback)
+    snap = snapshot.take(query)
+    orphans = {s.inode for s in snap.sockets if s.inode and not s.processes}
+    if orphans and snap.owners_checked:
+        # The socket list is read before the owners: a process exiting in between leaves its listener
+        # in the list with no owner, which watch would record as a new, ownerless listener for one
+        # cycle. A second look at the socket list alone (no owner pass: milliseconds) drops those.
+        still = {s.inode for s in snapshot.take(replace(query, owners=False)).sockets if s.inode in orphans}
+        snap.sockets = [s for s in snap.sockets if not (s.inode in orphans and s.inode not in still)]
+    return snap
 
 
 def current_listeners(
