@@ -628,6 +628,18 @@ class Store:
 
         return self._read(work)
 
+    def recorded(self, ids: Iterable[str]) -> set[str]:
+        """Which of these event ids the store already holds."""
+        wanted = sorted(set(ids))
+
+        def work(conn: Connection) -> set[str]:
+            found: set[str] = set()
+            for chunk in _chunks(wanted):
+                found |= set(conn.execute(select(events.c.id).where(events.c.id.in_(chunk))).scalars())
+            return found
+
+        return self._read(work) if wanted else set()
+
     def hosts(self) -> list[str]:
         """The hosts that ever wrote here."""
         return self._read(lambda c: list(c.execute(select(hosts.c.name).order_by(hosts.c.name)).scalars()))

@@ -73,6 +73,14 @@ class Watcher:
         differences = compare(b, listeners) + target_differences(states)
         events = self.tracker.observe(now, differences)
         if events:
+            # A restarted watch sees again what it alerted before it stopped, with the same ids (the
+            # tracker recovers when each difference began). A recorded event was queued for every sink
+            # before it was recorded (queue_cycle), so it is dropped here: queued again in a cycle of
+            # other events it would be a new message with a new key, sent twice. (Events are rare: one
+            # small query per cycle that has any.)
+            known = self.store.recorded(e.id for e in events)
+            events = [e for e in events if e.id not in known]
+        if events:
             queue_cycle(self.store, self.host, events, self.sinks, now)
         delivery = deliver_due(self.store, self.sinks, now, host=self.host) if self.sinks else None
         notes = [n for n in (snap.hidden_note(),) if n]
