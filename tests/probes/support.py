@@ -95,11 +95,11 @@ def _san(name: str) -> x509.GeneralName:
 
 
 def self_signed_certificate(
-    common_name: str, sans: Iterable[str] = (), serial: int | None = None
+    common_name: str, sans: Iterable[str] = (), serial: int | None = None, days: int = 30
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A certificate valid from yesterday for 30 days: fake servers need one, and its names are what
-    a test asserts on. `sans` are DNS names or IP addresses (written as text); none: no SAN extension,
-    as RDP hosts present theirs. `serial` None: a random one."""
+    """A certificate valid from yesterday for `days` days: fake servers need one, and its names are
+    what a test asserts on. `sans` are DNS names or IP addresses (written as text); none: no SAN
+    extension, as RDP hosts present theirs. `serial` None: a random one."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
@@ -110,7 +110,7 @@ def self_signed_certificate(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number() if serial is None else serial)
         .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
+        .not_valid_after(now + dt.timedelta(days=days))
     )
     alt_names = [_san(s) for s in sans]
     if alt_names:
@@ -119,11 +119,11 @@ def self_signed_certificate(
 
 
 def self_signed(
-    directory: Path, common_name: str, sans: Iterable[str] = (), serial: int | None = None
+    directory: Path, common_name: str, sans: Iterable[str] = (), serial: int | None = None, days: int = 30
 ) -> tuple[Path, Path]:
     """self_signed_certificate() as PEM files (cert.pem, key.pem in `directory`), for ssl and for
     daemons that read their certificate from disk."""
-    cert, key = self_signed_certificate(common_name, sans, serial)
+    cert, key = self_signed_certificate(common_name, sans, serial, days)
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
