@@ -9,6 +9,8 @@
 set -euo pipefail
 PACKAGES=(
     iproute2 net-tools lsof psmisc procps nftables iptables util-linux
+    # systemd-analyze verify checks the shipped unit (packaging/systemd)
+    systemd
     # GNU msgfmt: our catalog compiler is checked against it (tests/test_i18n.py)
     gettext
     # the test bed's daemons ("nginx" is the real package in bookworm; nginx-light/-core are metapackages)
