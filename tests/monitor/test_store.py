@@ -420,10 +420,11 @@ def test_an_older_database_is_upgraded_and_keeps_its_data(db: str) -> None:
     finally:
         engine.dispose()
     with Store.open(db) as store:
-        assert store.schema_version() == migrations.LATEST == 2
+        assert store.schema_version() == migrations.LATEST == 3
         (row,) = store.history()
         assert isinstance(row, EventRow) and (row.id, row.at, row.port) == ("v1", T0, 4444)
-        assert store.enqueue("mail", "v1", {"id": "v1"}, host="alpha") is not None
+        assert store.enqueue("mail", "v1", {"id": "v1"}, host="alpha") is not None  # v2's table
+        assert store.alarms("alpha") == []  # v3's
     engine = _engine_for(db)
     try:
         with engine.connect() as conn:

@@ -106,3 +106,50 @@ def test_pending_counts_what_is_not_alerted_yet() -> None:
     assert t.pending() == 1
     t.observe(T0 + dt.timedelta(seconds=60), compare(BASELINE, [_sshd(), _nc()]))
     assert t.pending() == 0
+
+
+def _at(seconds: int) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def test_an_alarm_handed_to_a_new_tracker_gets_its_all_clear_when_the_difference_ended_meanwhile() -> None:
+    first = Tracker("h", persist=30)
+    assert first.observe(_at(0), compare(BASELINE, [_sshd(), _nc()])) == []
+    (alarm_event,) = first.observe(_at(30), compare(BASELINE, [_sshd(), _nc()]))
+    keep, resolved = first.changes()
+    assert [a.since for a in keep] == [_at(0)] and resolved == []
+    assert (
+        keep[0].resolution["kind"] == "listener_removed" and keep[0].resolution["before"]["process"] == "nc"
+    )
+    assert first.changes() == ([], [])  # handed over once
+
+    # watch restarts with what the store kept; nc went away while it was down
+    second = Tracker("h", persist=30, alarms=keep)
+    assert second.pending() == 0
+    assert second.observe(_at(100), compare(BASELINE, [_sshd()])) == []  # gone: must stay gone 30 s
+    assert [a.gone_since for a in second.changes()[0]] == [_at(100)]
+    (clear,) = second.observe(_at(130), compare(BASELINE, [_sshd()]))
+    assert (clear.kind, clear.port, clear.at) == ("listener_removed", 4444, _at(100).isoformat())
+    assert clear.before is not None and clear.before["process"] == "nc" and clear.after is None
+    assert clear.id != alarm_event.id
+    assert second.changes() == ([], [keep[0].key])  # the store forgets it
+    assert second.observe(_at(160), compare(BASELINE, [_sshd()])) == []
+
+
+def test_a_restored_alarm_still_present_is_not_alerted_again() -> None:
+    first = Tracker("h", persist=0)
+    assert len(first.observe(_at(0), compare(BASELINE, [_sshd(), _nc()]))) == 1
+    keep, _ = first.changes()
+    second = Tracker("h", persist=0, alarms=keep)
+    assert second.observe(_at(50), compare(BASELINE, [_sshd(), _nc(999)])) == []
+    assert [e.kind for e in second.observe(_at(60), compare(BASELINE, [_sshd()]))] == ["listener_removed"]
+
+
+def test_a_rolled_back_cycle_emits_its_events_again() -> None:
+    t = Tracker("h", persist=0)
+    saved = t.checkpoint()
+    lost = t.observe(_at(0), compare(BASELINE, [_sshd(), _nc()]))
+    t.rollback(saved)  # the store refused them
+    again = t.observe(_at(5), compare(BASELINE, [_sshd(), _nc()]))
+    assert [e.kind for e in again] == [e.kind for e in lost] == ["listener_added"]
+    assert [a.key for a in t.changes()[0]] != []

@@ -178,6 +178,27 @@ def test_sigkill_and_restart_sends_nothing_twice(
         stop(listener)
 
 
+def test_a_listener_that_went_away_while_watch_was_stopped_gets_its_removal_alert(
+    tmp_path: Path, db: str, smtp: SmtpServer, watches: Watches
+) -> None:
+    port = free_server_port()
+    file = tmp_path / "portscope.toml"
+    file.write_text(baseline(port, sinks(smtp), persist=1))
+    listener = listen(port)
+    watch = watches.start(file, db, "alpha", "--json", "--interval", "0.4")
+    assert len(mails(smtp, 1)) == 1, watches.stderr()
+    watch.terminate()  # stopped for an upgrade...
+    assert watch.wait(15) == 0
+    stop(listener)  # ...and meanwhile the listener goes away
+    watches.start(file, db, "alpha", "--json", "--interval", "0.4")
+    got = mails(smtp, 2)
+    assert len(got) == 2, watches.stderr()
+    assert "listener_removed" in got[1].msg["Subject"] and f"{port}" in got[1].msg["Subject"]
+    n = len(cycles(watches))
+    wait_for(lambda: cycles(watches), lambda c: len(c) >= n + 4, 10)
+    assert len(smtp.box.received) == 2
+
+
 def test_an_alert_made_while_the_mail_server_is_down_arrives_once_across_a_sigkill(
     tmp_path: Path, db: str, smtp: SmtpServer, watches: Watches
 ) -> None:

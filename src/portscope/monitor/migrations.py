@@ -151,9 +151,25 @@ def _v2_outbox(conn: Connection) -> None:
     outbox.create(conn)
 
 
+def _v3_alarms(conn: Connection) -> None:
+    md = MetaData(naming_convention=NAMING)
+    Table("hosts", md, Column("name", Text, primary_key=True))  # referred to, not created
+    Table(
+        "alarms",
+        md,
+        Column("host", Text, ForeignKey("hosts.name"), primary_key=True),
+        Column("key", Text, primary_key=True),
+        Column("since", UtcDateTime, nullable=False),
+        Column("gone_since", UtcDateTime),
+        Column("resolution", JSON, nullable=False),
+        Column("updated_at", UtcDateTime, nullable=False),
+    ).create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "history: hosts, events, listener intervals", _v1_history),
     Migration(2, "alert outbox", _v2_outbox),
+    Migration(3, "alerted differences awaiting their all-clear", _v3_alarms),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -169,3 +169,17 @@ outbox = Table(
     CheckConstraint("state IN ('pending', 'sent', 'failed')", name="state"),
     Index(None, "state", "next_attempt_at"),
 )
+
+
+# What watch has alerted and still owes an all-clear for (monitor/tracker.Alarm), per host: without it a
+# restarted watch would never report the end of a difference that ended while it was down.
+alarms = Table(
+    "alarms",
+    metadata,
+    Column("host", Text, ForeignKey("hosts.name"), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("since", UtcDateTime, nullable=False),
+    Column("gone_since", UtcDateTime),
+    Column("resolution", JSON, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)

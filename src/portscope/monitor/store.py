@@ -49,11 +49,13 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from portscope.errors import BadInput, CannotDo
 from portscope.model import EVENT_KINDS, Event, Listener
 from portscope.monitor import migrations
-from portscope.monitor.schema import events, hosts, listener_intervals, outbox
+from portscope.monitor.schema import alarms, events, hosts, listener_intervals, outbox
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects import postgresql as pg_dialect
     from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from portscope.monitor.tracker import Alarm
 
 T = TypeVar("T")
 
@@ -640,6 +642,43 @@ class Store:
 
         return self._read(work) if wanted else set()
 
+    # -- alarms (watch's alerted differences, tracker.Alarm) --
+
+    def alarms(self, host: str) -> list[Alarm]:
+        """What watch on HOST has alerted and not yet cleared."""
+        from portscope.monitor.tracker import Alarm
+
+        def work(conn: Connection) -> list[Alarm]:
+            rows = conn.execute(select(alarms).where(alarms.c.host == host).order_by(alarms.c.key))
+            return [Alarm(r.key, r.since, r.gone_since, dict(r.resolution)) for r in rows]
+
+        return self._read(work)
+
+    def save_alarms(
+        self, host: str, keep: Sequence[Alarm], resolved: Sequence[str], now: dt.datetime
+    ) -> None:
+        """Store the alarms that changed and forget the resolved ones, in one transaction."""
+        if not keep and not resolved:
+            return
+
+        def work(conn: Connection) -> None:
+            self._touch_hosts(conn, {host: now})
+            for ids in _chunks(sorted(resolved)):
+                conn.execute(delete(alarms).where(alarms.c.host == host, alarms.c.key.in_(ids)))
+            for a in keep:
+                values = {
+                    "since": a.since,
+                    "gone_since": a.gone_since,
+                    "resolution": a.resolution,
+                    "updated_at": now,
+                }
+                stmt = self._insert(alarms).values(host=host, key=a.key, **values)
+                conn.execute(
+                    stmt.on_conflict_do_update(index_elements=[alarms.c.host, alarms.c.key], set_=values)
+                )
+
+        self._write(work)
+
     def hosts(self) -> list[str]:
         """The hosts that ever wrote here."""
         return self._read(lambda c: list(c.execute(select(hosts.c.name).order_by(hosts.c.name)).scalars()))
@@ -767,7 +806,7 @@ class Store:
 
     def prune(self, before: dt.datetime) -> dict[str, int]:
         """Forget what ended before `before`: events, closed intervals, delivered or abandoned
-        messages. Open intervals and pending messages are kept whatever their age."""
+        messages. Open intervals, pending messages and alarms are kept whatever their age."""
         before = _aware(before, "before")
 
         def work(conn: Connection) -> dict[str, int]:

@@ -59,7 +59,9 @@ class Watcher:
         self.sinks = list(sinks)
         self.host = host or socket.gethostname()
         self.persist = baseline.watch.persist if persist is None else persist
-        self.tracker = Tracker(self.host, self.persist, first_seen=self._first_seen)
+        self.tracker = Tracker(
+            self.host, self.persist, first_seen=self._first_seen, alarms=store.alarms(self.host)
+        )
         self.checker = TargetChecker(baseline.targets)
 
     def cycle(self, now: dt.datetime | None = None) -> CycleReport:
@@ -71,17 +73,12 @@ class Watcher:
         self.store.record_listeners(self.host, listeners, now)
         states = self.checker.check(now)
         differences = compare(b, listeners) + target_differences(states)
-        events = self.tracker.observe(now, differences)
-        if events:
-            # A restarted watch sees again what it alerted before it stopped, with the same ids (the
-            # tracker recovers when each difference began). A recorded event was queued for every sink
-            # before it was recorded (queue_cycle), so it is dropped here: queued again in a cycle of
-            # other events it would be a new message with a new key, sent twice. (Events are rare: one
-            # small query per cycle that has any.)
-            known = self.store.recorded(e.id for e in events)
-            events = [e for e in events if e.id not in known]
-        if events:
-            queue_cycle(self.store, self.host, events, self.sinks, now)
+        saved = self.tracker.checkpoint()
+        try:
+            events = self._track(now, differences)
+        except Exception:
+            self.tracker.rollback(saved)  # stored nothing: the next cycle emits them again
+            raise
         delivery = deliver_due(self.store, self.sinks, now, host=self.host) if self.sinks else None
         notes = [n for n in (snap.hidden_note(),) if n]
         return CycleReport(
@@ -95,6 +92,25 @@ class Watcher:
             notes,
             states,
         )
+
+    def _track(self, now: dt.datetime, differences: list[Difference]) -> list[Event]:
+        """The tracker's events for this cycle, queued for the sinks and recorded, then its alarms
+        stored: in that order, so a crash in between can repeat an alert (same key) but never owe
+        an alarm whose alert was not queued."""
+        events = self.tracker.observe(now, differences)
+        if events:
+            # A restarted watch sees again what it alerted before it stopped, with the same ids (the
+            # tracker recovers when each difference began). A recorded event was queued for every sink
+            # before it was recorded (queue_cycle), so it is dropped here: queued again in a cycle of
+            # other events it would be a new message with a new key, sent twice. (Events are rare: one
+            # small query per cycle that has any.)
+            known = self.store.recorded(e.id for e in events)
+            events = [e for e in events if e.id not in known]
+        if events:
+            queue_cycle(self.store, self.host, events, self.sinks, now)
+        keep, resolved = self.tracker.changes()
+        self.store.save_alarms(self.host, keep, resolved, now)
+        return events
 
     def run(
         self,
