@@ -128,7 +128,7 @@ def test_a_listener_that_comes_and_goes_is_one_email_and_one_webhook_each_way(
 
 
 def test_a_restart_shorter_than_the_persistence_time_alerts_nobody(
-    tmp_path: Path, smtp: SmtpServer, receiver: Receiver, watches: Watches
+    tmp_path: Path, db: str, smtp: SmtpServer, receiver: Receiver, watches: Watches
 ) -> None:
     port = free_server_port()
     listener = listen(port)
@@ -137,7 +137,7 @@ def test_a_restart_shorter_than_the_persistence_time_alerts_nobody(
     )
     file = tmp_path / "portscope.toml"
     file.write_text(baseline(port, sinks(smtp, receiver), persist=4, extra=expected))
-    watches.start(file, str(tmp_path / "history.db"), "alpha", "--json", "--interval", "0.4")
+    watches.start(file, db, "alpha", "--json", "--interval", "0.4")
     started(watches)
     assert cycles(watches)[0]["differences"] == []  # as declared
 
