@@ -1,4 +1,4 @@
-"""Timing harness shared by the benchmarks in bench/ (inventory.py, scan.py).
+"""Timing harness shared by the benchmarks in bench/ (inventory.py, scan.py, probe.py, watch.py).
 
 Why one module: every benchmark must time commands the same way (forked by /bin/sh, reaped as a
 grandchild for an honest ru_maxrss, bytecode caching on, portscope run from a snapshot of src/),
@@ -42,7 +42,7 @@ class BenchError(Exception):
 
 @dataclass
 class Run:
-    """One execution of a command: wall seconds, peak RSS of that child (KiB), exit code."""
+    """One execution of a command: wall seconds, peak RSS of that child (KiB), exit code, CPU seconds."""
 
     seconds: float
     maxrss_kib: int
@@ -50,6 +50,9 @@ class Run:
     stderr_tail: str = ""
     stdout: str = ""
     digest: Any = None  # what Tool.digest made of stdout (stdout itself is then dropped)
+    # user + sys from wait4: the command's own CPU plus that of the children it reaped (a portscope
+    # that forks helpers for its /proc fd pass is charged for them), none of the launching shell's.
+    cpu_s: float = 0.0
 
 
 # The timed command is started by a small shell that forks it and exits, leaving it parked on a
@@ -119,7 +122,14 @@ def run_once(argv: list[str], env: dict[str, str], timeout: float, capture: bool
         out.seek(0)
         # Whole stderr (a traceback is how a broken portscope shows), tail kept short for the report.
         text = " / ".join(line.strip() for line in tail[:1] + tail[-3:]) if tail else ""
-        return Run(seconds, usage.ru_maxrss, rc, text, out.read().decode() if capture else "")
+        return Run(
+            seconds,
+            usage.ru_maxrss,
+            rc,
+            text,
+            out.read().decode() if capture else "",
+            cpu_s=usage.ru_utime + usage.ru_stime,
+        )
 
 
 @dataclass
@@ -134,6 +144,8 @@ class Tool:
     # Checks the output of every timed run (e.g. counts a scan's results): stdout then goes to a
     # file instead of /dev/null, and only the digest is kept, so 5 runs of 10 MB JSON cost no memory.
     digest: Callable[[str], Any] | None = None
+    # Called before every run, outside the timing: e.g. delete a database so each run is a first run.
+    prepare: Callable[[], None] | None = None
 
 
 @dataclass
@@ -163,6 +175,15 @@ class Result:
     def maxrss_mib(self) -> float | None:
         return max(r.maxrss_kib for r in self.runs) / 1024 if self.runs else None
 
+    @property
+    def best_cpu(self) -> float | None:
+        """Least user + sys CPU of the runs (not necessarily the run with the best wall time)."""
+        return min(r.cpu_s for r in self.runs) if self.runs and not self.failed else None
+
+    @property
+    def median_cpu(self) -> float | None:
+        return statistics.median(r.cpu_s for r in self.runs) if self.runs and not self.failed else None
+
 
 def time_tools(tools: list[Tool], env: dict[str, str], opts: argparse.Namespace) -> dict[str, Result]:
     """Best-of-R timing, round-robin so slow drift (page cache, other load) hits every tool alike.
@@ -183,6 +204,8 @@ def time_tools(tools: list[Tool], env: dict[str, str], opts: argparse.Namespace)
                 and rnd >= opts.slow_repeats
             ):
                 continue
+            if t.prepare is not None:
+                t.prepare()
             run = run_once(t.argv, env, opts.timeout, capture=t.digest is not None)
             if t.digest is not None:
                 run.digest = t.digest(run.stdout)
@@ -294,7 +317,9 @@ def result_json(r: Result) -> dict[str, Any]:
     d = asdict(r)
     for run in d["runs"]:
         run.pop("stdout", None)
-    d.update(best=r.best, median=r.median, maxrss_mib=r.maxrss_mib)
+    d.update(
+        best=r.best, median=r.median, maxrss_mib=r.maxrss_mib, best_cpu=r.best_cpu, median_cpu=r.median_cpu
+    )
     return d
 
 
@@ -314,11 +339,24 @@ def bench_env(pycache: str, src: str | None) -> dict[str, str]:
     return env
 
 
-def snapshot_src(dest: Path) -> Path:
-    """Copy src/portscope so that edits made while the benchmark runs (minutes) do not mix versions."""
-    shutil.copytree(
-        ROOT / "src" / "portscope", dest / "portscope", ignore=shutil.ignore_patterns("__pycache__")
+def snapshot_src(dest: Path, rev: str | None = None) -> Path:
+    """Copy src/portscope so that edits made while the benchmark runs (minutes) do not mix versions.
+
+    REV: take it from that commit (`git archive`) instead of the working tree, for figures that name
+    a commit while someone has uncommitted work in src/.
+    """
+    if rev is None:
+        shutil.copytree(
+            ROOT / "src" / "portscope", dest / "portscope", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev, "src/portscope"], capture_output=True
     )
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {rev}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest), "--strip-components=1"], input=archive.stdout, check=True)
     return dest
 
 
@@ -339,13 +377,15 @@ def default_python() -> str:
     return str(venv_python if venv_python.exists() else sys.executable)
 
 
-def measured_env(tmp: Path, python: str, live_src: bool) -> tuple[dict[str, str], Path]:
+def measured_env(
+    tmp: Path, python: str, live_src: bool, rev: str | None = None
+) -> tuple[dict[str, str], Path]:
     """Environment and source tree every timed portscope run uses; checks the snapshot is what imports.
 
     Why check: an editable install or a stray PYTHONPATH could make portscope import the live tree,
     which other people edit while a benchmark runs, and the figures would mix versions silently.
     """
-    src = None if live_src else snapshot_src(tmp / "src")
+    src = None if live_src else snapshot_src(tmp / "src", rev)
     env = bench_env(str(tmp / "pycache"), str(src) if src else None)
     where = first_line([python, "-c", "import portscope; print(portscope.__file__)"], env)
     if src and not where.startswith(str(src)):
@@ -356,6 +396,8 @@ def measured_env(tmp: Path, python: str, live_src: bool) -> tuple[dict[str, str]
 def warm_up(tools: list[Tool], env: dict[str, str], timeout: float) -> None:
     """One untimed run each: fills the bytecode cache (as an installed package has it) and the page cache."""
     for t in tools:
+        if t.prepare is not None:
+            t.prepare()
         run_once(t.argv, env, timeout)
 
 
@@ -372,6 +414,47 @@ def save_report(kind: str, started: dt.datetime, text: str, raw: dict[str, Any])
     stem.with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str) + "\n")
     progress(f"wrote {stem}.md and {stem}.json")
     return stem
+
+
+# Outer namespace: give namespaces created from here a private TCP hash (kernel >= 6.1), then make the
+# inner one. Nothing on the host changes: the sysctl is set in a throwaway network namespace.
+_ISOLATE = (
+    'f=/proc/sys/net/ipv4/tcp_child_ehash_entries; if [ -w "$f" ]; then echo "$1" > "$f"; fi; shift; '
+    'exec unshare --net --pid --fork --mount-proc --kill-child "$@"'
+)
+
+
+def reexec_isolated(script: Path, argv: list[str]) -> int:
+    """Re-run SCRIPT with ARGV in fresh network + PID namespaces (--isolate); does not return.
+
+    Why: a host where someone else holds sockets skews every tool, because the socket dumps and
+    the /proc/*/fd walks cover them too. In its own network namespace with a private TCP hash, and
+    its own PID namespace and /proc, every tool sees only the benchmark's sockets and processes.
+    As PID 1 of that namespace the controller's exit also takes every worker with it. The script
+    gets `--in-namespace` instead of `--isolate`, so it knows not to re-execute again.
+    """
+    buckets = abs(int(Path("/proc/sys/net/ipv4/tcp_ehash_entries").read_text()))
+    inner = [
+        sys.executable,
+        str(script.resolve()),
+        "--in-namespace",
+        *(a for a in argv if a != "--isolate"),
+    ]
+    os.execvp("unshare", ["unshare", "--net", "/bin/sh", "-c", _ISOLATE, "sh", str(buckets), *inner])
+
+
+def namespace_note() -> str:
+    """Describe the isolation for the report, after bringing loopback up (it starts down)."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    ehash = int(Path("/proc/sys/net/ipv4/tcp_ehash_entries").read_text())
+    return (
+        "fresh network and PID namespaces (`--isolate`): the tools see only this benchmark's sockets and "
+        + (
+            "processes; private TCP hash"
+            if ehash > 0
+            else "processes; TCP hash shared with the host (kernel < 6.1)"
+        )
+    )
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

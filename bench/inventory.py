@@ -59,8 +59,10 @@ from harness import (
     fmt,
     machine_info,
     measured_env,
+    namespace_note,
     portscope_command,
     progress,
+    reexec_isolated,
     result_json,
     results_table,
     run_once,
@@ -135,23 +137,27 @@ class _Stdin:
         return [line.decode().strip() for line in lines]
 
 
-def _server_main(addrs: list[str], port: int, nofile: int) -> int:
-    """Listen on `port` at every address, accept everything and keep it open until told to exit."""
+def _server_main(addrs: list[str], ports: list[int], nofile: int) -> int:
+    """Listen on every port at every address, accept everything and keep it open until told to exit.
+
+    The fleet's servers take one port each; bench/watch.py's idle listeners take many.
+    """
     _raise_nofile(nofile)
     ep = select.epoll()
     listeners: dict[int, socket.socket] = {}
     for addr in addrs:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((addr, port))
-        except OSError as e:
-            _say(f"error bind {addr}:{port}: {e.strerror} (choose another --base-port)")
-            return 1
-        s.listen(BACKLOG)
-        s.setblocking(False)
-        listeners[s.fileno()] = s
-        ep.register(s.fileno(), select.EPOLLIN)
+        for port in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((addr, port))
+            except OSError as e:
+                _say(f"error bind {addr}:{port}: {e.strerror} (choose another --base-port)")
+                return 1
+            s.listen(BACKLOG)
+            s.setblocking(False)
+            listeners[s.fileno()] = s
+            ep.register(s.fileno(), select.EPOLLIN)
     ep.register(0, select.EPOLLIN)
     stdin = _Stdin()
     held: list[socket.socket] = []
@@ -240,7 +246,7 @@ def _worker_main(argv: list[str]) -> int:
     """Entry point of a worker process; argv is what the controller built in Fleet."""
     role, spec = argv[0], json.loads(argv[1])
     if role == "_server":
-        return _server_main(spec["addrs"], spec["port"], spec["nofile"])
+        return _server_main(spec["addrs"], spec.get("ports") or [spec["port"]], spec["nofile"])
     targets = [(a, p) for a, p in spec["targets"]]
     return _client_main(targets, spec["sources"], spec["first"], spec["n"], spec["window"], spec["nofile"])
 
@@ -734,46 +740,6 @@ def hold(layout: Layout, n: int) -> int:
             time.sleep(3600)
 
 
-# Outer namespace: give namespaces created from here a private TCP hash (kernel >= 6.1), then make the
-# inner one. Nothing on the host changes: the sysctl is set in a throwaway network namespace.
-_ISOLATE = (
-    'f=/proc/sys/net/ipv4/tcp_child_ehash_entries; if [ -w "$f" ]; then echo "$1" > "$f"; fi; shift; '
-    'exec unshare --net --pid --fork --mount-proc --kill-child "$@"'
-)
-
-
-def reexec_isolated(argv: list[str]) -> int:
-    """Re-run this benchmark in fresh network + PID namespaces (--isolate); does not return.
-
-    Why: a host where someone else holds sockets skews every tool, because the socket dumps and
-    the /proc/*/fd walks cover them too. In its own network namespace with a private TCP hash, and
-    its own PID namespace and /proc, every tool sees only the benchmark's sockets and processes.
-    As PID 1 of that namespace the controller's exit also takes every worker with it.
-    """
-    buckets = abs(int(Path("/proc/sys/net/ipv4/tcp_ehash_entries").read_text()))
-    inner = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--in-namespace",
-        *(a for a in argv if a != "--isolate"),
-    ]
-    os.execvp("unshare", ["unshare", "--net", "/bin/sh", "-c", _ISOLATE, "sh", str(buckets), *inner])
-
-
-def namespace_note() -> str:
-    """Describe the isolation for the report, after bringing loopback up (it starts down)."""
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    ehash = int(Path("/proc/sys/net/ipv4/tcp_ehash_entries").read_text())
-    return (
-        "fresh network and PID namespaces (`--isolate`): the tools see only this benchmark's sockets and "
-        + (
-            "processes; private TCP hash"
-            if ehash > 0
-            else "processes; TCP hash shared with the host (kernel < 6.1)"
-        )
-    )
-
-
 def main(argv: list[str]) -> int:
     if argv and argv[0] in ("_server", "_client"):
         return _worker_main(argv)
@@ -782,7 +748,7 @@ def main(argv: list[str]) -> int:
         print("run as root: owner lookups, ss -p and fd limits of 200k need it", file=sys.stderr)
         return 2
     if opts.isolate and not opts.in_namespace:
-        return reexec_isolated(argv)
+        return reexec_isolated(Path(__file__), argv)
     isolation = namespace_note() if opts.in_namespace else "none: the host's own network and processes"
     exit_on_sigterm()
     become_subreaper()
