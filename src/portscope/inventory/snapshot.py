@@ -161,14 +161,16 @@ def _raw_sockets(backend: str, proto: str, family: int, states: frozenset[str] |
     return procnet.dump(proto, family, mask)
 
 
-def take(query: Query) -> Snapshot:
+def take(query: Query, cache: owners.OwnerCache | None = None) -> Snapshot:
+    """The sockets QUERY asks for. CACHE: owners remembered from earlier calls (a long-running
+    watcher asking about the same listeners each cycle), confirmed instead of found again."""
     backend = _backend()
     if backend == "psutil":
         return _take_psutil(query)
     try:
-        return _take_linux(query, backend)
+        return _take_linux(query, backend, cache)
     except netlink.NetlinkUnavailable:
-        return _take_linux(query, "proc")
+        return _take_linux(query, "proc", cache)
 
 
 def _decode_all(
@@ -251,10 +253,14 @@ def _busy_host() -> bool:
         return False
 
 
-def _take_linux(query: Query, backend: str) -> Snapshot:
+def _take_linux(query: Query, backend: str, cache: owners.OwnerCache | None = None) -> Snapshot:
     decoder = _Decoder()
     wants_owners = query.owners or bool(query.pids) or bool(query.process)
-    background = owners.scan_in_background(query.count_fds) if wants_owners and _busy_host() else None
+    if query.count_fds:
+        cache = None  # stats counts every process's fds: only a full pass does
+    background = None
+    if wants_owners and _busy_host() and (cache is None or cache.full_pass_due()):
+        background = owners.scan_in_background(query.count_fds)
     sockets: list[Socket] = []
     for proto in query.protos:
         for fam_name in query.families:
@@ -264,20 +270,27 @@ def _take_linux(query: Query, backend: str) -> Snapshot:
             )
     snap = Snapshot(sockets=sockets, source=backend, owners_checked=query.owners)
     if wants_owners:
-        _attach_owners(snap, query, background)
+        _attach_owners(snap, query, background, cache)
     return snap
 
 
 def _attach_owners(
-    snap: Snapshot, query: Query, background: Callable[[set[int] | None], owners.OwnerScan] | None = None
+    snap: Snapshot,
+    query: Query,
+    background: Callable[[set[int] | None], owners.OwnerScan] | None = None,
+    cache: owners.OwnerCache | None = None,
 ) -> None:
     wanted = {s.inode for s in snap.sockets if s.inode}
-    if background is not None:
-        result = background(wanted)
-    elif not wanted and not query.count_fds:
-        return  # nothing to attribute: skip walking every fd on the host
-    else:
-        result = owners.scan(wanted, count_fds=query.count_fds)
+    result = cache.lookup(wanted) if cache is not None and background is None else None
+    if result is None:
+        if background is not None:
+            result = background(wanted)  # started: always collected (its children must be reaped)
+        elif not wanted and not query.count_fds:
+            return  # nothing to attribute: skip walking every fd on the host
+        else:
+            result = owners.scan(wanted, count_fds=query.count_fds)
+        if cache is not None:
+            cache.remember(wanted, result)
     snap.denied, snap.fd_counts, snap.owners_checked = result.denied, result.fd_counts, True
     names: dict[int, str] = {}
     for s in snap.sockets:

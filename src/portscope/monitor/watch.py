@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from portscope.inventory.owners import OwnerCache
 from portscope.model import Event, Listener
 from portscope.monitor.delivery import DeliveryReport, deliver_due, queue_cycle
 from portscope.monitor.sinks import Sink
@@ -63,12 +64,13 @@ class Watcher:
             self.host, self.persist, first_seen=self._first_seen, alarms=store.alarms(self.host)
         )
         self.checker = TargetChecker(baseline.targets)
+        self.owners = OwnerCache()  # a cycle confirms last cycle's owners instead of reading every fd
 
     def cycle(self, now: dt.datetime | None = None) -> CycleReport:
         started = time.monotonic()
         now = now or dt.datetime.now(dt.UTC)
         b = self.baseline
-        snap = take_snapshot(b.scope)
+        snap = take_snapshot(b.scope, self.owners)
         listeners = current_listeners(b.scope, b.keep_ports(), snap)
         self.store.record_listeners(self.host, listeners, now)
         states = self.checker.check(now)

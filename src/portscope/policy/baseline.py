@@ -913,15 +913,24 @@ def compare(baseline: Baseline, listeners: Collection[Listener]) -> list[Differe
     expected listener's port and address whose process identity differs is `changed` (one difference,
     not a missing plus an unexpected one); the PID never counts."""
     entries = baseline.listeners
+    # Only the entries for a listener's port (and those naming no port) can match it: indexed, a host
+    # with 1,000 listeners and 1,000 entries costs ~1,000 checks a cycle instead of 1,000,000.
+    portless = [i for i, e in enumerate(entries) if e.port is None]
+    by_port: dict[int, list[int]] = {}
+    for i, e in enumerate(entries):
+        if e.port is not None:
+            by_port.setdefault(e.port, []).append(i)
     satisfied: set[int] = set()
     in_slot: list[tuple[Listener, list[int]]] = []
     out: list[Difference] = []
     for item in listeners:
-        full = [i for i, e in enumerate(entries) if e.matches(item)]
+        on_port = by_port.get(item.port, [])
+        candidates = sorted(on_port + portless) if portless else on_port
+        full = [i for i in candidates if entries[i].matches(item)]
         if full:
             satisfied.update(full)
             continue
-        slot = [i for i, e in enumerate(entries) if e.port is not None and e.holds_slot(item)]
+        slot = [i for i in on_port if entries[i].holds_slot(item)]
         if slot:
             in_slot.append((item, slot))
         elif not any(rule.covers(item) for rule in baseline.allow):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 
-from portscope.inventory import procinfo, snapshot
+from portscope.inventory import owners, procinfo, snapshot
 from portscope.model import Listener, ProcessRef, Socket
 from portscope.registry import EphemeralRange, PortSpec, ephemeral_range
 
@@ -36,11 +36,12 @@ class Scope:
     udp_ephemeral: bool = False  # also UDP sockets bound in the ephemeral range (clients, usually)
 
 
-def take_snapshot(scope: Scope | None = None) -> snapshot.Snapshot:
-    """The sockets current_listeners() needs: listening TCP and unconnected UDP, with their owners."""
+def take_snapshot(scope: Scope | None = None, cache: owners.OwnerCache | None = None) -> snapshot.Snapshot:
+    """The sockets current_listeners() needs: listening TCP and unconnected UDP, with their owners.
+    CACHE: the owners found in the last cycle, confirmed instead of searched for (see OwnerCache)."""
     scope = scope or Scope()
     query = snapshot.Query(states=snapshot.LISTENING, ports=scope.ports, exposed=not scope.loopback)
-    snap = snapshot.take(query)
+    snap = snapshot.take(query, cache)
     orphans = {s.inode for s in snap.sockets if s.inode and not s.processes}
     if orphans and snap.owners_checked:
         # The socket list is read before the owners: a process exiting in between leaves its listener
