@@ -74,11 +74,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _ports(args: argparse.Namespace, proto: str) -> list[int]:
     from portscope.registry import parse_ports, top_ports
 
-    if args.ports and args.top:
+    # `is None`, not falsiness: --top 0 is bad input (top_ports says so), not "the default"
+    if args.ports and args.top is not None:
         raise BadInput("give -p or --top, not both")
     if args.ports:
         return parse_ports(args.ports, default_protos=(proto,)).ports(proto)
-    return top_ports(args.top or DEFAULT_TOP, proto)
+    return top_ports(DEFAULT_TOP if args.top is None else args.top, proto)
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -86,7 +87,9 @@ def _validate(args: argparse.Namespace) -> None:
     if not 1 <= args.concurrency <= 100_000:
         raise BadInput(f"--concurrency {args.concurrency} is out of range: give 1-100000")
     if args.rate is not None and not 0 < args.rate <= 10_000_000:
-        raise BadInput(f"--rate {args.rate:g} is out of range: give probes per second, e.g. 1000")
+        raise BadInput(
+            f"--rate {args.rate:g} is out of range: give probes per second, above 0 and at most 10000000"
+        )
     if args.tcp and args.udp:
         raise BadInput("-sT and -sU together: run one scan per protocol")
     if args.syn and (args.udp or args.tcp):
@@ -115,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         raise BadInput("no target: give names, addresses or blocks, as in `portscope scan 10.0.0.0/24 -p 22`")
     found = targets.expand(items, family(args), [e for v in args.exclude or [] for e in v.split(",")])
-    ports = _ports(args, proto) if (args.ports or args.top or any(t.port is None for t in found)) else []
+    wants_ports = args.ports or args.top is not None or any(t.port is None for t in found)
+    ports = _ports(args, proto) if wants_ports else []
     total = probe_count(found, ports)
     if total > CONFIRM_ABOVE and not args.yes:
         raise BadInput(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -58,10 +59,49 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
     return parser
 
 
+_NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+def numeric_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Option strings (every command's) that take one int or float value."""
+    found: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= numeric_options(sub)
+        elif action.type in (int, float) and action.option_strings:
+            found.update(action.option_strings)
+    return found
+
+
+def join_negative_values(argv: Sequence[str], numeric: set[str]) -> list[str]:
+    """`--timeout -1` becomes `--timeout=-1`, so the command's own range check answers it.
+
+    Why: a command with options that look like negative numbers (-4, -6) makes argparse take "-1"
+    for an option, and `scan --timeout -1` died with "expected one argument" instead of naming the
+    valid range. Every numeric option goes through this one rewrite, so all read the same.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out += argv[i:]
+            break
+        if arg in numeric and i + 1 < len(argv) and _NEGATIVE.match(argv[i + 1]):
+            out.append(f"{arg}={argv[i + 1]}" if arg.startswith("--") else arg + argv[i + 1])
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     parser = build_parser(argv)
+    argv = join_negative_values(argv, numeric_options(parser))
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
