@@ -49,3 +49,10 @@ def test_table_explains_misleading_iana_names_and_port_classes() -> None:
 def test_unknown_name_is_bad_input() -> None:
     proc = portscope("services", "no-such-service-anywhere")
     assert proc.returncode == 2 and "no-such-service-anywhere" in proc.stderr
+
+
+def test_submission_has_465_as_its_tls_twin() -> None:
+    [sub] = [s for s in portscope_json("services", "587") if s["proto"] == "tcp"]
+    assert (sub["name"], sub["tls_twin"], sub["plaintext"]) == ("submission", 465, True)
+    [smtps] = portscope_json("services", "465/tcp")
+    assert smtps["tls_twin"] == 25 and not smtps["plaintext"]

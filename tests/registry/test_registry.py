@@ -72,6 +72,14 @@ def test_tls_twins_are_reciprocal(plain: int, tls: int) -> None:
     assert not t.plaintext and t.tls_twin == plain
 
 
+def test_submission_shares_smtps_as_its_tls_port() -> None:
+    """25/465/587 are one group: 465 is the TLS form of submission too (RFC 8314), and names 25."""
+    [sub] = registry.lookup_port(587, "tcp")
+    assert sub.name == "submission" and sub.plaintext and sub.tls_twin == 465
+    [smtps] = registry.lookup_port(465, "tcp")
+    assert smtps.tls_twin == 25
+
+
 @pytest.mark.parametrize("port", [6379, 11211, 27017, 5432, 3306, 2375, 2379, 2380, 10250, 9200])
 def test_never_beyond_loopback(port: int) -> None:
     [info] = registry.lookup_port(port, "tcp")

@@ -12,7 +12,8 @@ Meaning of the flags:
   either always (telnet, tftp, memcached) or unless upgraded in-band (STARTTLS on smtp/imap/pop3/ldap/ftp).
   Discovery and timing protocols that carry no secrets (ntp, dhcp, mdns, ssdp) are not flagged.
 - ``tls_twin``: the plaintext service's implicit-TLS port, and back; ``plaintext`` tells the direction.
-  Pairs are reciprocal, so 587 (submission, STARTTLS required before AUTH) has none: 465 pairs with 25.
+  Pairs are reciprocal, except that 25/465/587 are one group with one TLS port: 465 (smtps, RFC 8314's
+  submissions) is the TLS form of both 25 and 587 (submission, STARTTLS before AUTH), and names 25 back.
   Overlay encapsulation (vxlan, geneve) is not flagged either way: it carries whatever workloads send.
 - ``loopback_only``: never on a public interface. Normally bound to loopback for the local app; at most on a
   trusted private network (a database cluster's backend LAN, the Kubernetes node network). Databases, caches,
@@ -198,6 +199,8 @@ CURATED: tuple[Curated, ...] = (
         "submission",
         "mail",
         "Authenticated client mail submission, STARTTLS; TLS form is 465",
+        tls_twin=465,
+        plaintext=True,  # as 25: STARTTLS is an in-band upgrade, the session starts in the clear
         aliases=("msa", "smtp-submission"),
     ),
     Curated(2525, _T, "smtp-alt", "mail", "Alternate submission when 25 and 587 are blocked (mail APIs)"),
