@@ -63,6 +63,14 @@ def _port_notes(port: int) -> list[str]:
     """The seeds' facts about a port number itself: its range class and this host's ephemeral range."""
     from portscope.registry import ephemeral_range, port_class
 
+    if port == 0:
+        # Port 0 is never bound as such: bind() with port 0 asks the kernel for a free ephemeral
+        # port, so "binding it needs root" (true of 1-1023) would mislead.
+        eph = ephemeral_range()
+        return [
+            "0 is not a service port: binding port 0 asks the kernel for a free ephemeral port "
+            f"(this host: {eph.low}-{eph.high}), any user may do it"
+        ]
     cls = port_class(port)
     notes = {
         "well-known": f"{port} is a well-known port (0-1023): binding it needs root or CAP_NET_BIND_SERVICE",

@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
             "started",
             "exe",
             "cmdline",
-            *sockview.CSV_HEADER,
+            # the socket's owner may differ from the process's user (a socket passed by systemd or
+            # inherited across setuid): one header, two names, or a CSV reader keeps only one
+            *("socket_user" if k == "user" else k for k in sockview.CSV_HEADER),
         )
         output.emit_csv(
             header,
