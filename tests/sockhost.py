@@ -7,7 +7,10 @@ Kept to the standard library so it also runs as another user or inside a network
 argv[1] is a JSON list of specs: {"kind": ..., "addr": ..., "port": ..., "v6only": ..., "name": ..., "count": ...}
 kinds: tcp-listen, udp, udp-connected, tcp-pair (listener + connected client + accepted server side,
 with `unread` bytes left in the server's receive queue), close-wait (`count` connections the peer
-closed and we never did), fork-listen (a listener that a forked child also holds), fds (`count` open
+closed and we never did), connections (`count` client connections to one listener on `port`, all held
+open), time-wait (`count` connections closed by the client first, then by the server, so the client side
+sits in TIME_WAIT; `server_first`: the server closes first and its side does; `many_clients`: each
+client from its own 127.0.0.N), fork-listen (a listener that a forked child also holds), fds (`count` open
 files, with RLIMIT_NOFILE lowered to `limit`), comm (set this process's name).
 """
 
@@ -69,6 +72,22 @@ def main() -> None:
                 srv, _ = lst.accept()
                 cli.close()  # the client closes first and goes to TIME_WAIT ...
                 keep.append(srv)  # ... and our server side, never closed, sits in CLOSE_WAIT
+            keep.append(lst)
+            entry["port"] = lst.getsockname()[1]
+        elif kind in ("connections", "time-wait"):
+            lst = listener(addr, backlog=spec["count"] + 1, port=spec.get("port", 0))
+            for i in range(spec["count"]):
+                # `many_clients`: each from its own 127.0.0.N, as from many hosts (4-tuples never repeat)
+                source = (f"127.0.0.{i + 2}", 0) if spec.get("many_clients") else None
+                cli = socket.create_connection((addr, lst.getsockname()[1]), source_address=source)
+                srv, _ = lst.accept()
+                if kind == "connections":
+                    keep += [cli, srv]
+                    continue
+                first, second = (srv, cli) if spec.get("server_first") else (cli, srv)
+                first.close()  # FIN: the closing side ends in TIME_WAIT once the other closes too
+                assert second.recv(1) == b""
+                second.close()
             keep.append(lst)
             entry["port"] = lst.getsockname()[1]
         elif kind == "fork-listen":

@@ -34,6 +34,7 @@ class Stats:
     ephemeral: EphemeralRange
     ephemeral_ports_in_use: int
     time_wait: int
+    time_wait_ephemeral: int  # the TIME_WAIT sockets holding an ephemeral port (a client's side)
     busiest_destination: tuple[str, int, int] | None  # address, port, connections from here
     close_wait: list[tuple[int, str, int]]  # pid, name, count; most first
     fd_pressure: list[tuple[int, str, str | None, int, int]]  # pid, name, user, open, soft limit
@@ -49,6 +50,7 @@ class Stats:
             "ephemeral_range": {"low": eph.low, "high": eph.high, "size": eph.size, "source": eph.source},
             "ephemeral_ports_in_use": self.ephemeral_ports_in_use,
             "time_wait": self.time_wait,
+            "time_wait_ephemeral": self.time_wait_ephemeral,
             "busiest_destination": None
             if self.busiest_destination is None
             else dict(zip(("address", "port", "connections"), self.busiest_destination, strict=True)),
@@ -79,6 +81,7 @@ def collect() -> Stats:
     counts: dict[str, dict[str, int]] = {"tcp": {}, "udp": {}}
     families: Counter[str] = Counter()
     ports_in_use: set[int] = set()
+    time_wait_ephemeral = 0
     destinations: Counter[tuple[str, int]] = Counter()
     close_wait: Counter[int] = Counter()
     names: dict[int, str] = {}
@@ -88,6 +91,7 @@ def collect() -> Stats:
         families[s.family] += 1
         if s.state not in ("LISTEN", "UNCONN") and eph.contains(s.local_port):
             ports_in_use.add(s.local_port)
+            time_wait_ephemeral += s.state == "TIME_WAIT"
             if s.proto == "tcp":
                 destinations[(s.remote_address, s.remote_port)] += 1
         if s.state == "CLOSE_WAIT":
@@ -109,6 +113,7 @@ def collect() -> Stats:
         ephemeral=eph,
         ephemeral_ports_in_use=len(ports_in_use),
         time_wait=time_wait,
+        time_wait_ephemeral=time_wait_ephemeral,
         busiest_destination=(busiest[0][0][0], busiest[0][0][1], busiest[0][1]) if busiest else None,
         close_wait=[(pid, names[pid], n) for pid, n in close_wait.most_common()],
         fd_pressure=fd_pressure,
@@ -133,12 +138,15 @@ def findings(st: Stats) -> list[Finding]:
                 )
             )
     size = st.ephemeral.size
-    if st.time_wait and st.time_wait >= EPHEMERAL_WARN_RATIO * size:
+    # Only the side that holds an ephemeral port matters: a server closing first leaves its TIME_WAITs
+    # on its own port (80, 443), which takes nothing from outgoing connections.
+    tw = st.time_wait_ephemeral
+    if tw and tw >= EPHEMERAL_WARN_RATIO * size:
         out.append(
             Finding(
                 "warning",
                 "time_wait_exhaustion",
-                f"{st.time_wait} TIME_WAIT sockets against {size} ephemeral ports: new outgoing connections "
+                f"{tw} TIME_WAIT sockets against {size} ephemeral ports: new outgoing connections "
                 "may fail; reuse connections (pooling, keep-alive), or consider net.ipv4.tcp_tw_reuse=1",
             )
         )
