@@ -249,3 +249,62 @@ def start_sockhost(
         proc.wait()
         raise RuntimeError(f"sockhost failed to start (exit {proc.returncode})")
     return SockHost(proc, json.loads(line))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def portscope_tty(
+    *args: str, columns: int = 80, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, str]:
+    """Run the CLI with stdout on a pseudo-terminal COLUMNS wide, as a person at a terminal would.
+
+    Returns (exit code, what the terminal showed) with colour codes removed and \\r\\n made \\n.
+    COLUMNS is removed from the environment so the width comes from the terminal itself
+    (TIOCSWINSZ), the way rich reads it; stderr stays a pipe (no progress bar), and is dropped.
+    """
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    full_env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    full_env.update(TERM="xterm-256color", LC_ALL="C.UTF-8", LANGUAGE="", **(env or {}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "portscope", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
+        env=full_env,
+        cwd="/",
+        close_fds=True,
+    )
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its end of the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+    return code, _ANSI.sub("", text)

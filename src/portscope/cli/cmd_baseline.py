@@ -155,4 +155,6 @@ def _human(path: str, differences: list[Difference], checked: int) -> None:
         return
     rows = [[d.kind, d.summary] for d in differences]
     notes = [f"{len(differences)} difference(s) from {path}"]
-    output.emit_table([output.Column("DIFFERENCE"), output.Column("DETAIL")], rows, notes)
+    output.emit_table(
+        [output.Column("DIFFERENCE"), output.Column("DETAIL", fit="wrap", min_width=30)], rows, notes
+    )

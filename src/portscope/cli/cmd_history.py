@@ -167,13 +167,14 @@ def run(args: argparse.Namespace) -> int:
         zone = now.astimezone().strftime("%Z") or "local"
         columns = [
             output.Column(f"WHEN ({zone})"),
-            output.Column("HOST", max_width=24),
+            # narrow terminal: USER goes first, then HOST (one watcher: always the same), then PROTO
+            output.Column("HOST", max_width=24, fit="cut", drop=3, min_width=8),
             output.Column("WHAT"),
-            output.Column("PROTO"),
-            output.Column("LOCAL ADDRESS:PORT"),
-            output.Column("PROCESS", max_width=24),
-            output.Column("USER", max_width=12),
-            output.Column("DETAIL"),
+            output.Column("PROTO", drop=2),
+            output.Column("LOCAL"),
+            output.Column("PROCESS", max_width=24, fit="cut", min_width=8),
+            output.Column("USER", max_width=12, fit="cut", drop=4, min_width=6),
+            output.Column("DETAIL", fit="cut", min_width=12),
         ]
         output.emit_table(columns, [_row(r) for r in rows])
     if more:

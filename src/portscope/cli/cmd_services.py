@@ -141,10 +141,11 @@ def run(args: argparse.Namespace) -> int:
         cols = [
             output.Column("PORT", "right"),
             output.Column("PROTO"),
-            output.Column("NAME", max_width=18),
-            output.Column("CATEGORY"),
-            output.Column("NOTES", max_width=24),
-            output.Column("USE", max_width=40),
+            output.Column("NAME", max_width=18, fit="cut", min_width=16),
+            # narrow terminal: CATEGORY goes first, then NOTES ("keep on loopback" matters more)
+            output.Column("CATEGORY", fit="cut", drop=2, min_width=8),
+            output.Column("NOTES", max_width=24, fit="cut", drop=1, min_width=16),
+            output.Column("USE", max_width=40, fit="cut", min_width=30),
         ]
         renamed = [
             f"{s.port}/{s.proto}: IANA calls it {s.iana_name}; people running it mean {s.name}"

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         for pid, name, n in st.close_wait[:5]:
             facts.append(["CLOSE_WAIT", f"{n} held by {name} (pid {pid})"])
         output.emit_table(
-            [output.Column("READING"), output.Column("VALUE")],
+            [output.Column("READING"), output.Column("VALUE", fit="wrap", min_width=30)],
             facts,
             [f"{f.severity}: {f.message}" for f in st.findings] or ["no problem found"],
         )

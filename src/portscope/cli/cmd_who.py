@@ -84,7 +84,7 @@ def orphan_reason(s: Socket, snap: Snapshot) -> str:
 
 def _human(procs: list[ProcessInfo], unowned: list[Socket], snap: Snapshot, port: str) -> None:
     if not procs and not unowned:
-        output.emit_table([output.Column("PORT")], [], [f"nothing holds {port}"])
+        output.emit_table([], [], [f"nothing holds {port}"])  # no rows: the sentence, no header
         return
     for i, p in enumerate(procs):
         user = p.user or (str(p.uid) if p.uid is not None else "?")
@@ -97,13 +97,24 @@ def _human(procs: list[ProcessInfo], unowned: list[Socket], snap: Snapshot, port
             ["unit", p.unit or "-"],
             ["container", p.container or "-"],
         ]
-        rows += [["socket", _describe(s)] for s in p.sockets]
-        output.emit_table([output.Column(p.name), output.Column(f"pid {p.pid}, user {user}")], rows)
+        # A command line may end in an ellipsis on a narrow terminal (--json has it whole); a
+        # socket's line wraps instead, so its addresses are never cut.
+        rows += [["socket", output.Whole(_describe(s))] for s in p.sockets]
+        output.emit_table(
+            [output.Column(p.name), output.Column(f"pid {p.pid}, user {user}", fit="cut", min_width=24)],
+            rows,
+        )
     if unowned:
         if procs:
             sys.stdout.write("\n")
         rows = [[_describe(s), orphan_reason(s, snap)] for s in unowned]
-        output.emit_table([output.Column("SOCKET WITHOUT PROCESS"), output.Column("WHY")], rows)
+        output.emit_table(
+            [
+                output.Column("SOCKET WITHOUT PROCESS", fit="wrap", min_width=30),
+                output.Column("WHY", fit="cut", min_width=20),
+            ],
+            rows,
+        )
 
 
 def _describe(s: Socket) -> str:

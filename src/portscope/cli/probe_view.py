@@ -11,10 +11,10 @@ from portscope.model import ProbeResult, TlsInfo
 COLUMNS = [
     Column("PORT", "right"),
     Column("STATE"),
-    Column("SERVICE"),
-    Column("VERSION", max_width=40),
+    Column("SERVICE", fit="cut", min_width=8),
+    Column("VERSION", max_width=40, fit="cut", min_width=12),  # the server's own words: free text
     Column("TLS"),
-    Column("EXPECTED"),
+    Column("EXPECTED", fit="cut", min_width=10),
 ]
 
 # details worth a line, in this order, with their label

@@ -62,15 +62,17 @@ def latency(r: CheckResult) -> str:
 
 
 def columns(with_host: bool) -> list[Column]:
-    cols = [Column("HOST"), Column("ADDRESS")] if with_host else [Column("ADDRESS")]
+    """Address, port, status and reason stay whole; a long host name shrinks, and on a narrow
+    terminal SERVICE goes first, then REASON (the notes under the table explain each status)."""
+    cols = [Column("HOST", fit="cut", min_width=12), Column("ADDRESS")] if with_host else [Column("ADDRESS")]
     return [
         *cols,
         Column("PORT", "right"),
         Column("PROTO"),
         Column("STATUS"),
-        Column("REASON"),
+        Column("REASON", drop=1),
         Column("LATENCY", "right"),
-        Column("SERVICE", max_width=16),
+        Column("SERVICE", max_width=16, fit="cut", drop=2, min_width=8),
     ]
 
 

@@ -110,17 +110,23 @@ def exposure_warnings(sockets: Sequence[Socket]) -> list[str]:
 
 
 def columns(wide: bool, numeric: bool) -> list[Column]:
+    """Addresses, states and exposure stay whole; on a narrow terminal SERVICE (the port's name, one
+    `portscope services PORT` away) goes first, then USER, then the queues; PROCESS, the answer to
+    "who owns it", shrinks and goes last (two IPv6 endpoints of `ls -a` alone can fill 80 columns)."""
     cols = [Column("PROTO")]
     if wide:
         cols.append(Column("STATE"))
     cols.append(Column("LOCAL"))
     if wide:
-        cols += [Column("PEER"), Column("RECV-Q", "right"), Column("SEND-Q", "right")]
+        cols += [Column("PEER"), Column("RECV-Q", "right", drop=2), Column("SEND-Q", "right", drop=3)]
     else:
         cols.append(Column("EXPOSURE"))
     if not numeric:
-        cols.append(Column("SERVICE", max_width=16))
-    cols += [Column("USER", max_width=12), Column("PROCESS", max_width=40)]
+        cols.append(Column("SERVICE", max_width=16, fit="cut", drop=5, min_width=8))
+    cols += [
+        Column("USER", max_width=12, fit="cut", drop=4, min_width=6),
+        Column("PROCESS", max_width=40, fit="cut", drop=1, min_width=12),
+    ]
     return cols
 
 
