@@ -164,3 +164,53 @@ def test_the_servers_own_firewall_is_named(bed: TestBed) -> None:
     assert checks["listening"]["passed"] is True and checks["firewall"]["passed"] is False
     assert "8082" in checks["firewall"]["observation"] and "reject" in checks["firewall"]["observation"]
     assert out["next_steps"][0].startswith("allow it: nft insert rule inet psbed input tcp dport 8082 accept")  # type: ignore[index]
+
+
+def test_tls_handshake_failed_on_a_broken_starttls(bed: TestBed) -> None:
+    # The bed's OpenSMTPD offers STARTTLS and then fails the handshake itself (see the bed's truth for 25).
+    rc, out = _diagnose(bed.addr4, "25", "--timeout", "6")
+    assert (rc, out["verdict"]) == (1, "tls_handshake_failed")
+    assert f"the TLS handshake with {bed.addr4}:25 fails" in str(out["summary"])
+    checks = {e["check"]: e for e in out["evidence"]}  # type: ignore[union-attr]
+    assert checks["protocol"]["passed"] is True and checks["tls"]["passed"] is False
+    assert checks["tls"]["observation"] in out["next_steps"][0]  # type: ignore[index]
+    assert f"openssl s_client -connect {bed.addr4}:25" in _steps(out)
+
+
+def test_udp_dns_answers(bed: TestBed) -> None:
+    rc, out = _diagnose(bed.addr4, "53", "--udp")
+    assert (rc, out["verdict"], out["proto"]) == (0, "ok", "udp")
+    checks = {e["check"]: e for e in out["evidence"]}  # type: ignore[union-attr]
+    assert checks["reach"]["data"]["check"]["reason"] == "udp-response"
+    assert checks["dns_udp"]["passed"] is True and "dns_tcp" not in checks
+    assert "UDP" in str(out["summary"])
+
+
+def test_udp_nothing_listening_is_refused_by_icmp(bed: TestBed) -> None:
+    rc, out = _diagnose(bed.addr4, "54", "--udp")
+    assert (rc, out["verdict"]) == (1, "refused")
+    assert "ICMP port unreachable" in str(out["summary"]) and "reset" not in str(out["summary"])
+    assert "portscope ls --udp --port 54" in _steps(out)
+
+
+def test_udp_dropped_is_filtered(bed: TestBed) -> None:
+    # nft drops udp 5353: no ICMP, no answer; UDP cannot tell that from a silent service (open|filtered).
+    rc, out = _diagnose(bed.addr4, "5353", "--udp", "--timeout", "4")
+    assert (rc, out["verdict"]) == (1, "filtered")
+    checks = {e["check"]: e for e in out["evidence"]}  # type: ignore[union-attr]
+    assert checks["reach"]["data"]["check"]["status"] == "open|filtered"
+    assert "open|filtered" in str(out["summary"]) and "tcpdump -ni any udp port 5353" in _steps(out)
+
+
+def test_local_reads_this_hosts_sockets_for_an_address_not_its_own(bed: TestBed) -> None:
+    # --local: HOST is this machine although its address is not one of ours (a NAT or port-forward in
+    # front). Inside the bed, against the root side's address, PostgreSQL's 127.0.0.1:5433 is found.
+    port = str(bed.loopback_only_port)
+    _, plain = _diagnose(bed.local4, port, "--expect", "postgresql", netns=bed.name)
+    assert plain["verdict"] != "loopback_only"
+    assert "listening" not in {e["check"] for e in plain["evidence"]}  # type: ignore[union-attr]
+    rc, out = _diagnose(bed.local4, port, "--expect", "postgresql", "--local", netns=bed.name)
+    assert (rc, out["verdict"]) == (1, "loopback_only")
+    checks = {e["check"]: e for e in out["evidence"]}  # type: ignore[union-attr]
+    assert checks["listening"]["passed"] is False and "127.0.0.1:5433" in checks["listening"]["observation"]
+    assert "postgres" in str(out["summary"]) and "listen_addresses" in _steps(out)

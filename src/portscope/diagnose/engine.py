@@ -43,7 +43,8 @@ DAEMONS: dict[str, tuple[str, ...]] = {
     "mongodb": ("mongod",),
     "memcached": ("memcached",),
 }
-# Where people move a service when its port is taken or hidden: tried remotely after a refusal.
+# Where people move a service when its port is taken or hidden: tried after a refusal (from outside:
+# these ports; on this host: the ports it listens on, these first).
 ALTERNATE_PORTS: dict[str, tuple[int, ...]] = {
     "ssh": (2222, 22222, 2022),
     "http": (8080, 8000, 8008, 8888),
@@ -53,6 +54,11 @@ ALTERNATE_PORTS: dict[str, tuple[int, ...]] = {
     "redis": (6380,),
     "smtp": (2525, 587),
 }
+
+# On this host, after a refusal: how many of its other listeners to probe for the expected service,
+# and how long each probe may take (a local answer comes in milliseconds; silent listeners cost this).
+LOCAL_CANDIDATES = 24
+LOCAL_PROBE_TIME = 2.0
 
 
 @dataclass(slots=True)
@@ -120,8 +126,10 @@ def diagnose(req: Request) -> Diagnosis:
 
     # 2. local knowledge
     local = req.local if req.local is not None else is_local(address)
+    listening: list[Socket] = []
     if local:
-        early = _local_checks(diag, req, address, expected)
+        listening = _listeners(req.proto)
+        early = _local_checks(diag, req, address, expected, listening)
         if early is not None:
             return early
 
@@ -169,10 +177,36 @@ def diagnose(req: Request) -> Diagnosis:
             if listens_elsewhere
             else []
         )
-        if not local and expected:
-            moved = _try_alternates(address, req, expected, clock)
+        if expected and req.proto == "tcp":
+            if not local:
+                moved = _try_alternates(address, req, expected, clock)
+            elif not _listens_here(diag):
+                moved = _local_alternates(address, req, expected, clock, listening)
+            else:  # it listens on the port and still refuses: the firewall evidence says why
+                moved = None
             if moved is not None:
                 return _service_elsewhere(diag, expected, req.port, moved, remote=True)
+        if req.proto == "udp":
+            return _verdict(
+                diag,
+                "refused",
+                _(
+                    "{where} on {address} refused the request: the host is reachable and answered ICMP port "
+                    "unreachable, so nothing listens there (or a firewall rejects it with that ICMP error)"
+                ).format(where=where, address=address),
+                [
+                    *extra,
+                    _(
+                        "on the server: portscope ls --udp --port {port} (or ss -lnup | grep ':{port}') to see "
+                        "whether the service listens"
+                    ).format(port=req.port),
+                    _("check the service runs: systemctl status SERVICE; journalctl -u SERVICE"),
+                    _(
+                        "check the client uses the right port and protocol (the service may listen on TCP only)"
+                    ),
+                    _("check the service does not listen on 127.0.0.1 only (that refuses remote clients)"),
+                ],
+            )
         return _verdict(
             diag,
             "refused",
@@ -269,8 +303,9 @@ def _covers(sock: Socket, address: str) -> bool:
         return False
 
 
-def _local_checks(diag: Diagnosis, req: Request, address: str, expected: str | None) -> Diagnosis | None:
-    listening = _listeners(req.proto)
+def _local_checks(
+    diag: Diagnosis, req: Request, address: str, expected: str | None, listening: list[Socket]
+) -> Diagnosis | None:
     on_port = [s for s in listening if s.local_port == req.port]
     where = f"{req.port}/{req.proto}"
     data = {"sockets": [s.to_dict() for s in on_port[:8]]}
@@ -478,22 +513,102 @@ def _reach_evidence(r: CheckResult) -> Evidence:
 
 
 def _try_alternates(address: str, req: Request, expected: str, clock: _Clock) -> int | None:
-    """After a refusal: is the expected service on one of the ports people move it to?"""
+    """After a refusal seen from outside: is the expected service on one of the ports people move it to?"""
+    ports = [p for p in ALTERNATE_PORTS.get(_canonical(expected), ()) if p != req.port]
+    return _answers_as_expected(address, req, expected, ports, clock, cap=4.0)
+
+
+def _listens_here(diag: Diagnosis) -> bool:
+    return any(e.check == "listening" and e.passed is True for e in diag.evidence)
+
+
+def _local_alternates(
+    address: str, req: Request, expected: str, clock: _Clock, listening: list[Socket]
+) -> int | None:
+    """After a refusal on this host: does the expected service answer on another port it listens on?
+
+    The process name (`_expected_elsewhere`) misses a daemon started under another name (a container's
+    proxy, a Python or Go server, a renamed binary); what answers does not. Candidates are the listeners
+    that a connection to `address` reaches: the usual alternate ports first, then those the registry
+    names after the service, then the rest, minus those owned by a known daemon of another service;
+    at most LOCAL_CANDIDATES of them, probed at once.
+    """
+    alternates = ALTERNATE_PORTS.get(_canonical(expected), ())
+    wanted = _canonical(expected)
+    others = {name for service, names in DAEMONS.items() if _canonical(service) != wanted for name in names}
+    mine = set(_daemon_names(expected))
+    ports: set[int] = set()
+    for s in listening:
+        if s.local_port == req.port or not _covers(s, address):
+            continue
+        procs = {p.name for p in s.processes}
+        if procs and procs <= others - mine:
+            continue
+        ports.add(s.local_port)
+
+    def rank(port: int) -> tuple[int, int]:
+        if port in alternates:
+            return (0, alternates.index(port))
+        if _canonical(service_name(port, req.proto) or "") == wanted:
+            return (1, port)
+        return (2, port)
+
+    candidates = sorted(ports, key=rank)[:LOCAL_CANDIDATES]
+    return _answers_as_expected(address, req, expected, candidates, clock, cap=LOCAL_PROBE_TIME)
+
+
+def _answers_as_expected(
+    address: str, req: Request, expected: str, ports: list[int], clock: _Clock, cap: float
+) -> int | None:
+    """The first of PORTS (in their order) that is open and whose probe confirms EXPECTED."""
     from portscope.net.engine import ScanOptions
     from portscope.net.scan import run_scan
     from portscope.net.targets import Target
 
-    ports = [p for p in ALTERNATE_PORTS.get(_canonical(expected), ()) if p != req.port]
     if not ports or req.proto != "tcp":
         return None
     target = Target(host=req.host, address=address, port=None)
     opts = ScanOptions(timeout=clock.left(1.0), retries=0, concurrency=16)
-    open_ports = [r for r in run_scan([target], ports, "tcp", opts) if r.status == "open"]
-    for r in open_ports:
-        probe = _probe(r, req, expected, clock)
-        if probe.matches:
-            return r.port
-    return None
+    found = {r.port: r for r in run_scan([target], ports, "tcp", opts) if r.status == "open"}
+    open_ports = [found[p] for p in ports if p in found]
+    if not open_ports:
+        return None
+    return _first_match(open_ports, req, expected, clock, cap)
+
+
+def _first_match(
+    checks: list[CheckResult], req: Request, expected: str, clock: _Clock, cap: float
+) -> int | None:
+    """Probe CHECKS at once (16 at a time), each within CAP seconds; the port of the first probe to
+    confirm EXPECTED, the others cancelled then (a silent listener costs nothing once one answered)."""
+    from portscope.probes.base import Settings
+    from portscope.probes.runner import probe_one
+
+    async def run() -> int | None:
+        gate = asyncio.Semaphore(16)
+
+        async def one(check: CheckResult) -> ProbeResult | None:
+            async with gate:
+                timeout = clock.left(cap)
+                settings = Settings(sni=req.sni, ca_file=req.ca_file, timeout=timeout)
+                try:
+                    return await asyncio.wait_for(probe_one(check, settings, expected), timeout + 0.5)
+                except TimeoutError:
+                    return None
+
+        tasks = [asyncio.ensure_future(one(c)) for c in checks]
+        try:
+            for done in asyncio.as_completed(tasks):
+                probe = await done
+                if probe is not None and probe.matches:
+                    return probe.check.port
+            return None
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    return asyncio.run(run())
 
 
 # -- DNS -------------------------------------------------------------------------------------------------
@@ -563,11 +678,15 @@ def _probe(
 
 def _judge_probe(diag: Diagnosis, probe: ProbeResult, expected: str | None, req: Request) -> Diagnosis:
     where = f"{req.port}/{req.proto}"
-    diag.evidence.append(
-        Evidence("protocol", probe.summary, probe.matches is not False, {"probe": probe.to_dict()})
-    )
+    unrecognised = probe.service in (None, "unknown")
+    # passed: true when it answers as expected (or as something known, nothing expected); null when
+    # nothing was expected and nothing recognised: information, not a check that passed
+    passed = None if unrecognised and probe.matches is None else probe.matches is not False
+    diag.evidence.append(Evidence("protocol", probe.summary, passed, {"probe": probe.to_dict()}))
     host = req.sni or req.host
     tls = probe.tls
+    if req.proto == "udp" and probe.check.status != "open" and unrecognised:
+        return _udp_silent(diag, req, expected)
     if probe.matches is False and probe.service not in (None, "unknown") and not _tls_trouble_only(probe):
         tls_port = bool(probe.details.get("tls_error"))
         steps = [
@@ -605,13 +724,68 @@ def _judge_probe(diag: Diagnosis, probe: ProbeResult, expected: str | None, req:
         verdict = _tls_verdict(diag, probe, host, req)
         if verdict is not None:
             return verdict
+    if probe.matches:
+        summary = _("{where} on {address} answers as expected: {summary}").format(
+            where=where, address=diag.address, summary=probe.summary
+        )
+        return _verdict(diag, "ok", summary, [])
+    # Nothing was expected (no --expect, and the registry's name for the port is not one a probe can
+    # confirm): the connection works and no fault was found, so the verdict is ok; the sentence says
+    # what was and was not checked, and how to check the service too.
+    check = _(
+        "to check that the right service answers, name it: portscope diagnose {host} {port} --expect SERVICE "
+        "(ssh, https, postgresql, ...)"
+    ).format(host=req.host, port=req.port)
+    if probe.service in (None, "unknown"):
+        summary = _(
+            "{where} on {address} accepts connections, but nothing we know recognised what answers ({summary}); "
+            "no service was expected, so none was checked"
+        ).format(where=where, address=diag.address, summary=probe.summary)
+        steps = [
+            check,
+            _("on the server, see which program listens there: portscope who {port}").format(port=req.port),
+        ]
+    else:
+        summary = _(
+            "{where} on {address} accepts connections and answers: {summary}; no service was expected, so "
+            "none was checked"
+        ).format(where=where, address=diag.address, summary=probe.summary)
+        steps = [check]
+    return _verdict(diag, "ok", summary, steps)
+
+
+def _udp_silent(diag: Diagnosis, req: Request, expected: str | None) -> Diagnosis:
+    """UDP has no handshake: silence to every request is open|filtered, never a working service."""
+    where = f"{req.port}/{req.proto}"
+    steps = []
+    if not expected:
+        steps.append(
+            _(
+                "name the service, so that its own request is sent: portscope diagnose {host} {port} --udp "
+                "--expect SERVICE (dns, ntp, snmp, ...)"
+            ).format(host=req.host, port=req.port)
+        )
+    steps += [
+        _("on the server: portscope ls --udp --port {port} to confirm the service listens").format(
+            port=req.port
+        ),
+        _(
+            "on the server, watch whether the requests arrive: tcpdump -ni any udp port {port} (arriving "
+            "and unanswered: the service ignores them; not arriving: a firewall on the way)"
+        ).format(port=req.port),
+        _(
+            "check the firewalls on the way: the host's (nft list ruleset; iptables -L -n), the network's "
+            "ACLs, cloud security groups"
+        ),
+    ]
     return _verdict(
         diag,
-        "ok",
-        _("{where} on {address} answers as expected: {summary}").format(
-            where=where, address=diag.address, summary=probe.summary
-        ),
-        [],
+        "filtered",
+        _(
+            "{where} on {address} gave no answer to any request (open|filtered): a firewall may drop the "
+            "packets, or a service there ignores requests it does not understand; UDP cannot tell these apart"
+        ).format(where=where, address=diag.address),
+        steps,
     )
 
 
@@ -634,6 +808,11 @@ def _tls_verdict(diag: Diagnosis, probe: ProbeResult, host: str, req: Request) -
                 host=host, port=req.port, error=tls.error
             ),
             [
+                _(
+                    "the handshake broke off with: {error}; the server's log says why (journalctl -u SERVICE): "
+                    "a certificate or key it cannot read, no protocol version or cipher in common, or not TLS "
+                    "at all on this port"
+                ).format(error=tls.error),
                 inspect,
                 _(
                     "check the TLS versions and ciphers both sides allow (openssl s_client -tls1_2 / -tls1_3), "
