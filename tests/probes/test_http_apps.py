@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from portscope.model import CheckResult, ProbeResult
 from portscope.probes.base import Settings
 from portscope.probes.runner import probe_one
+from tests.probes.support import self_signed, server_context
 
 GO_404 = (
     404,
@@ -114,7 +117,30 @@ APPS: dict[str, dict[str, Answer]] = {
             b"It looks like you are trying to access MongoDB over HTTP on the native driver port.\n",
         )
     },
+    # The kubelet (10250) with anonymous requests refused (--anonymous-auth=false): its authenticator
+    # answers /pods with a bare 401 "Unauthorized" (go-restful's WriteErrorString: no newline, no
+    # nosniff header), while /healthz answers "ok" to anyone; / is Go's 404.
+    "kubelet": {
+        "/": GO_404,
+        "/healthz": (200, {"Content-Type": "text/plain; charset=utf-8"}, b"ok"),
+        "/pods": (401, {"Content-Type": "text/plain; charset=utf-8"}, b"Unauthorized"),
+    },
+    # The kubelet with anonymous requests let in and authorized by the API server (Webhook): 403 with
+    # its authorizer's sentence, on / as on every path.
+    "kubelet-webhook": {
+        path: (
+            403,
+            {"Content-Type": "text/plain; charset=utf-8"},
+            b"Forbidden (user=system:anonymous, verb=get, resource=nodes, subresource=proxy)",
+        )
+        for path in ("/", "/pods", "/healthz", "/version")
+    },
     "plain-go": {"/": GO_404, "/version": GO_404},
+    # Any Go server behind authentication: 401 everywhere, as the kubelet's /pods, but /healthz too
+    "go-401": {
+        path: (401, {"Content-Type": "text/plain; charset=utf-8"}, b"Unauthorized")
+        for path in ("/", "/pods", "/healthz", "/version")
+    },
 }
 
 
@@ -136,11 +162,13 @@ def _handler(routes: dict[str, Answer]) -> type[http.server.BaseHTTPRequestHandl
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[str], int]]:
+def serve() -> Iterator[Callable[..., int]]:
     servers: list[http.server.ThreadingHTTPServer] = []
 
-    def start(app: str) -> int:
+    def start(app: str, tls: ssl.SSLContext | None = None) -> int:
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(APPS[app]))
+        if tls is not None:
+            srv.socket = tls.wrap_socket(srv.socket, server_side=True)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         servers.append(srv)
         return int(srv.server_address[1])
@@ -167,6 +195,8 @@ def _probe(port: int, expect: str | None) -> ProbeResult:
         ("prometheus", "prometheus", "Prometheus", None),
         ("grafana", "grafana", "Grafana", None),
         ("mongodb", "mongodb", "MongoDB", None),
+        ("kubelet", "kubelet", "Kubernetes kubelet", None),
+        ("kubelet-webhook", "kubelet", "Kubernetes kubelet", None),
     ],
 )
 def test_each_application_is_named_from_its_answer(
@@ -194,3 +224,32 @@ def test_a_plain_web_server_is_not_taken_for_an_application(serve: Callable[[str
     assert (r.service, r.matches) == ("http", False)
     assert "not docker" in r.summary
     assert _probe(port, "etcd").matches is False
+    assert _probe(port, "kubelet").matches is False
+
+
+def test_a_go_server_behind_authentication_is_not_taken_for_a_kubelet(serve: Callable[[str], int]) -> None:
+    """401 "Unauthorized" on /pods alone is any Go server's; a kubelet also answers /healthz."""
+    port = serve("go-401")
+    r = _probe(port, "kubelet")
+    assert (r.service, r.matches) == ("http", False)
+    assert "not kubelet" in r.summary
+
+
+def test_a_kubelet_behind_authentication_is_known_by_its_own_certificate(
+    serve: Callable[..., int], tmp_path: Path
+) -> None:
+    """401 everywhere (as go-401), but over TLS with the certificate a kubelet makes itself when it has
+    none: CN <node>@<unix time>, the kubelet's default serving certificate."""
+    cert, key = self_signed(tmp_path, "node-1@1700000000", ["node-1"])
+    port = serve("go-401", server_context(cert, key))
+    r = _probe(port, None)
+    assert (r.service, r.product) == ("kubelet", "Kubernetes kubelet")
+    assert "node-1@1700000000" in r.details["app_evidence"]
+    plain = serve("go-401", server_context(*_other_cert(tmp_path)))
+    assert _probe(plain, None).service == "https"
+
+
+def _other_cert(tmp_path: Path) -> tuple[Path, Path]:
+    d = tmp_path / "other"
+    d.mkdir()
+    return self_signed(d, "web.example", ["web.example"])

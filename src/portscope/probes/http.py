@@ -141,6 +141,10 @@ def _application(resp: Response) -> tuple[str, str, str] | None:
         return "prometheus", "Prometheus", f"redirect to {loc}"
     if b"<title>Prometheus" in body:
         return "prometheus", "Prometheus", "page title"
+    if (resp.status == 403 and _KUBELET_FORBIDDEN.match(body.strip())) or (
+        b'"kind":"PodList"' in body.replace(b" ", b"")
+    ):
+        return "kubelet", "Kubernetes kubelet", "its authorizer's Forbidden or a PodList"
     if b'"gitVersion"' in body and b'"goVersion"' in body:  # Kubernetes /version (version.Info)
         return "kube-apiserver", "Kubernetes API server", "/version answers with a Kubernetes version.Info"
     return None
@@ -164,14 +168,63 @@ async def run(session: Session, banner: bytes) -> Ident | None:
             if again.service not in ("http", "https"):
                 again.details["first_answer"] = ident.details
                 return again
-        if session.port == 10250:
-            ident.service, ident.product, ident.confidence = "kubelet", "Kubernetes kubelet", "low"
-            ident.details["app_evidence"] = "a Go server's bare answer on the kubelet's port"
+        kubelet = await _kubelet(session, conn, tls) if not session.deadline.expired else None
+        if kubelet is not None:
+            ident.service, ident.product = "kubelet", "Kubernetes kubelet"
+            ident.details["app_evidence"] = kubelet
     if ident.service == "kube-apiserver" and ident.version is None and not session.deadline.expired:
         follow = await _get_again(session, "/version", tls)  # public to anonymous users by default
         if follow is not None and (found := _json_version(follow.body)):
             ident.version = found
     return ident
+
+
+_KUBELET_FORBIDDEN = re.compile(rb"^Forbidden \(user=[^,]*, verb=\w+, resource=nodes, subresource=\w*\)$")
+_KUBELET_CN = re.compile(r"^[A-Za-z0-9.\-]{1,253}@\d{9,11}$")  # its self-made certificate: <node>@<unix time>
+
+
+async def _kubelet(session: Session, first: Conn, tls: bool) -> str | None:
+    """Whether a Go server whose / said nothing is a kubelet, from what only a kubelet answers: /pods
+    (a PodList; its authorizer's "Forbidden (user=..., resource=nodes, ...)"; or its authenticator's
+    bare 401 "Unauthorized", which also any Go server may send, so that one needs /healthz "ok", which
+    the kubelet serves to anyone, or the certificate a kubelet makes itself, CN <node>@<unix time>).
+    The evidence in words, or None. The port number plays no part."""
+    pods = await _get_again(session, "/pods", tls)
+    if pods is None:
+        return None
+    body = pods.body.strip()
+    if pods.status == 200 and b'"kind":"PodList"' in body.replace(b" ", b""):
+        return "/pods answers a PodList"
+    if pods.status == 403 and _KUBELET_FORBIDDEN.match(body):
+        return f"/pods answers the kubelet authorizer's {clean_text(body, 120)!r}"
+    if pods.status != 401 or body != b"Unauthorized":
+        return None
+    cn = _certificate_cn(first)
+    if cn is not None and _KUBELET_CN.match(cn):
+        return f"/pods answers 401 Unauthorized, and its certificate is a kubelet's own (CN={cn})"
+    if session.deadline.expired:
+        return None
+    health = await _get_again(session, "/healthz", tls)
+    if health is not None and health.status == 200 and health.body.strip() == b"ok":
+        return "/pods answers 401 Unauthorized while /healthz answers ok to anyone"
+    return None
+
+
+def _certificate_cn(conn: Conn) -> str | None:
+    """The subject CN of the certificate a TLS connection got, when it has one."""
+    if conn.tls is None:
+        return None
+    der = conn.tls.getpeercert(binary_form=True)
+    if not der:
+        return None
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return None
+    return clean_text(str(names[0].value), 255) if names else None
 
 
 def _go_default(resp: Response) -> bool:
