@@ -22,7 +22,10 @@ Layout of bed number X (1..200, chosen so concurrent beds do not collide):
 - nginx, sshd, dnsmasq, redis, PostgreSQL, OpenSMTPD (SMTP on 25), Dovecot (IMAP 143/993, POP3 110/995,
   submission 587/465) and vsftpd (FTP 21) inside the namespace, each with its own config, pid file,
   logs and data under one temp dir (on /dev/shm when it has room, see ``_tmp_parent()``); nftables
-  table ``inet psbed`` in the namespace
+  table ``inet psbed`` in the namespace. nginx serves plain HTTP on 80 (and behind the firewall rules),
+  a 301 to https:// on ``NGINX_REDIRECT_PORT`` (8090), an HTML page with a title over HTTP/2 and
+  HTTP/1.1 on 443, an expired certificate on 8443, a certificate for another name on 9443 and plain
+  HTTP on 8444, a port that should speak TLS
 
 Everything is removed by ``down()``, by an atexit handler, and, after a crash, by ``clean_stale()``
 which every ``up()`` runs first: each bed records its owner (pid and start time) in /run/psbed, so a
@@ -85,6 +88,8 @@ ADMIN_PROHIBITED_ERRNO = {4: errno.EHOSTUNREACH, 6: errno.EACCES}
 UNREACHABLE_ERRNO = errno.EHOSTUNREACH
 
 _NGINX_PLAIN_PORTS = (80, 8081, 8082, 8083, 6380, 8444)
+NGINX_REDIRECT_PORT = 8090  # plain HTTP that sends everyone to HTTPS (301), as most sites' port 80 does
+NGINX_HTTPS_TITLE = "portscope test bed: HTTPS"  # the <title> of the page on 443
 _POSTGRES_GLOB = "/usr/lib/postgresql/*/bin/postgres"
 _DOVECOT_LIBEXEC = ("/usr/lib/dovecot", "/usr/libexec/dovecot")
 _DOVECOT_PORTS = (110, 143, 465, 587, 993, 995)
@@ -92,6 +97,18 @@ SSH_ALT_PORT = 2222
 LOOPBACK_ONLY_PORT = 5433
 # The bed's data (two PostgreSQL clusters, ~40 MB each) fits easily; a small /dev/shm (Docker's 64 MB) does not.
 _SHM_MIN_FREE = 1 << 30
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What answers on an open port of addr4/addr6, as an identification must name it: the service
+    names that are right (the registry's, plain and TLS forms), the product (compared case-blind),
+    and how TLS is spoken: "implicit", "starttls", "none", or None where it is not judged (OpenSMTPD's
+    STARTTLS that breaks in its own handshake)."""
+
+    services: tuple[str, ...]
+    product: str
+    tls: str | None
 
 
 class BedUnavailable(RuntimeError):
@@ -570,6 +587,8 @@ class TestBed:
       it lists every port that is not plainly closed, including all 1000 of ``filtered_range``.
       Any other port is closed: tcp conn-refused, udp icmp-port-unreach (see ``expected()``)
     - ``services``: (proto, port) -> what serves or blocks it, for messages and later probe tests
+    - ``identities``: (proto, port) -> Identity (service names, product, TLS) for every open port of
+      ``truth``: what an identification of addr4/addr6 must name
     - ``alt_truth``/``alt_services``: the same for alt4 and alt6, complete in the same sense; the seeds'
       exercises: udp 53 open (dnsmasq answers) but tcp 53 filtered/no-response (nft drops it to alt
       only); tcp ``ssh_alt_port`` (2222) open with sshd while tcp 22 is closed; tcp 5433 closed.
@@ -605,6 +624,7 @@ class TestBed:
         self.services: dict[tuple[str, int], str] = {}
         self.alt_truth: dict[tuple[str, int], tuple[str, str]] = {}
         self.alt_services: dict[tuple[str, int], str] = {}
+        self.identities: dict[tuple[str, int], Identity] = {}
         self.timings: dict[str, float] = {}
         self._daemons: list[_Daemon] = []
         self._logs: list[IO[bytes]] = []
@@ -709,7 +729,8 @@ class TestBed:
             ("tcp", 443): (
                 "open",
                 "syn-ack",
-                f"nginx HTTPS, certificate for {CERT_HOSTNAME} signed by ca_pem",
+                f"nginx HTTPS (ALPN h2 and http/1.1), certificate for {CERT_HOSTNAME} signed by ca_pem;"
+                f" an HTML page titled {NGINX_HTTPS_TITLE!r}",
             ),
             ("tcp", 465): ("open", "syn-ack", "Dovecot SMTP submission over implicit TLS (submissions)"),
             ("tcp", 587): ("open", "syn-ack", "Dovecot SMTP submission, STARTTLS, AUTH only after TLS"),
@@ -725,6 +746,11 @@ class TestBed:
                 "admin-prohibited",
                 "nft reject with icmpx admin-prohibited; nginx behind it. connect(): EHOSTUNREACH at once"
                 " on IPv4, EACCES on IPv6 after one SYN retransmission (~1 s)",
+            ),
+            ("tcp", NGINX_REDIRECT_PORT): (
+                "open",
+                "syn-ack",
+                f"nginx HTTP redirecting to HTTPS: 301, Location https://{CERT_HOSTNAME}/ + the path",
             ),
             ("tcp", 8443): ("open", "syn-ack", f"nginx HTTPS, expired certificate for {CERT_HOSTNAME}"),
             ("tcp", 8444): ("open", "syn-ack", "nginx plain HTTP on a port that should speak TLS"),
@@ -770,6 +796,29 @@ class TestBed:
             alt[("tcp", port)] = ("filtered", "no-response", "nft drop (filtered_range, any address)")
         self.alt_truth = {k: (v[0], v[1]) for k, v in sorted(alt.items())}
         self.alt_services = {k: v[2] for k, v in sorted(alt.items())}
+        # Every open port of `truth`, identified (bench/probe.py judges portscope against this alone).
+        web, https = Identity(("http",), "nginx", "none"), Identity(("https",), "nginx", "implicit")
+        self.identities = {
+            ("tcp", 21): Identity(("ftp",), "vsftpd", "starttls"),
+            ("tcp", 22): Identity(("ssh",), "OpenSSH", "none"),
+            ("tcp", 25): Identity(("smtp",), "OpenSMTPD", None),
+            ("tcp", 53): Identity(("dns", "domain"), "dnsmasq", "none"),
+            ("udp", 53): Identity(("dns", "domain"), "dnsmasq", "none"),
+            ("tcp", 80): web,
+            ("tcp", 110): Identity(("pop3",), "Dovecot", "starttls"),
+            ("tcp", 143): Identity(("imap",), "Dovecot", "starttls"),
+            ("tcp", 443): https,
+            ("tcp", 465): Identity(("smtps", "submissions"), "Dovecot", "implicit"),
+            ("tcp", 587): Identity(("smtp", "submission"), "Dovecot", "starttls"),
+            ("tcp", 993): Identity(("imaps",), "Dovecot", "implicit"),
+            ("tcp", 995): Identity(("pop3s",), "Dovecot", "implicit"),
+            ("tcp", 5432): Identity(("postgresql",), "PostgreSQL", "none"),
+            ("tcp", 6379): Identity(("redis",), "Redis", "none"),
+            ("tcp", NGINX_REDIRECT_PORT): web,
+            ("tcp", 8443): https,
+            ("tcp", 8444): web,
+            ("tcp", 9443): https,
+        }
 
     # -- network --------------------------------------------------------------------------------------
 
@@ -890,6 +939,11 @@ table inet psbed {{
             checks += [
                 (f"nginx {addr} 80", nginx, partial(_tcp_accepts, addr, 80)),
                 (f"nginx {addr} 443", nginx, partial(_tcp_accepts, addr, 443)),
+                (
+                    f"nginx {addr} {NGINX_REDIRECT_PORT}",
+                    nginx,
+                    partial(_tcp_accepts, addr, NGINX_REDIRECT_PORT),
+                ),
                 (f"sshd {addr} 22", sshd, partial(_tcp_accepts, addr, 22)),
                 (f"dnsmasq {addr} 53/udp", dnsmasq, partial(_dns_answers, addr)),
                 (f"dnsmasq {addr} 53/tcp", dnsmasq, partial(_tcp_accepts, addr, 53)),
@@ -967,14 +1021,24 @@ table inet psbed {{
             flag = " ssl" if ssl else ""
             return f"listen {self.addr4}:{port}{flag}; listen [{self.addr6}]:{port}{flag};"
 
-        def tls_server(port: int, cert: _CertPaths, body: str) -> str:
+        def tls_server(port: int, cert: _CertPaths, body: str, page: bool = False) -> str:
+            # page: an HTML page with a <title>, over HTTP/2 as well (nginx 1.22: `listen ... ssl http2`)
+            listen = (
+                listens(port, ssl=True).replace(" ssl;", " ssl http2;") if page else listens(port, ssl=True)
+            )
+            html = f"<!DOCTYPE html><html><head><title>{body}</title></head><body><p>{body}</p></body></html>"
+            location = (
+                f'location / {{ default_type text/html; return 200 "{html}\\n"; }}'
+                if page
+                else f'location / {{ return 200 "{body}\\n"; }}'
+            )
             return f"""
     server {{
-        {listens(port, ssl=True)}
+        {listen}
         server_name {CERT_HOSTNAME};
         ssl_certificate {cert.cert};
         ssl_certificate_key {cert.key};
-        location / {{ return 200 "{body}\\n"; }}
+        {location}
     }}"""
 
         plain = " ".join(listens(p) for p in _NGINX_PLAIN_PORTS)
@@ -996,7 +1060,11 @@ http {{
         {plain}
         location / {{ return 200 "portscope test bed: plain HTTP\\n"; }}
     }}
-{tls_server(443, certs["good"], "portscope test bed: HTTPS")}
+    server {{
+        {listens(NGINX_REDIRECT_PORT)}
+        location / {{ return 301 https://{CERT_HOSTNAME}$request_uri; }}
+    }}
+{tls_server(443, certs["good"], NGINX_HTTPS_TITLE, page=True)}
 {tls_server(8443, certs["expired"], "portscope test bed: expired certificate")}
 {tls_server(9443, certs["wronghost"], "portscope test bed: certificate for the wrong name")}
 }}

@@ -98,6 +98,9 @@ def test_truth_uses_the_shared_vocabulary(bed: TestBed) -> None:
     assert bed.expected("tcp", 53, bed.alt4) == ("filtered", "no-response")
     assert bed.expected("tcp", 53, bed.addr4) == bed.expected("tcp", 53) == ("open", "syn-ack")
     assert bed.expected("tcp", bed.ssh_alt_port, bed.alt6) == ("open", "syn-ack")
+    # every open port is identified, and nothing else is
+    assert set(bed.identities) == {k for k, (status, _) in bed.truth.items() if status == "open"}
+    assert all(i.tls in ("implicit", "starttls", "none", None) for i in bed.identities.values())
     assert bed.expected("tcp", 22, bed.alt6) == ("closed", "conn-refused")
     assert bed.expected("tcp", bed.loopback_only_port, bed.alt4) == ("closed", "conn-refused")
     assert bed.expected("tcp", bed.loopback_only_port) == ("closed", "conn-refused")

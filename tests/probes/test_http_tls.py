@@ -1,8 +1,9 @@
 """probe: HTTP and TLS against the bed's real nginx, and against hostile peers on loopback.
 
-The bed's nginx serves HTTP on 80, HTTPS with a certificate from the bed's CA on 443, an expired
-certificate on 8443, a certificate for another name on 9443, and plain HTTP on 8444; none of that is
-known to the probe except through what the server says.
+The bed's nginx serves HTTP on 80, a 301 to HTTPS on 8080, HTTPS with a certificate from the bed's CA
+on 443 (a page with a title, HTTP/2 offered), an expired certificate on 8443, a certificate for another
+name on 9443, and plain HTTP on 8444; none of that is known to the probe except through what the server
+says.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portscope.probes import http, tls
-from tests.bed.bed import TestBed
+from tests.bed.bed import NGINX_HTTPS_TITLE, NGINX_REDIRECT_PORT, TestBed
 from tests.helpers import portscope
 from tests.probes.support import UNSAFE, self_signed_certificate
 
@@ -64,6 +65,33 @@ def test_https_with_the_bed_ca(bed: TestBed) -> None:
     assert (t["verified"], t["hostname_match"], t["expired"], t["self_signed"]) == (True, True, False, False)
     assert t["days_left"] > 0 and "portscope test bed CA" in t["issuer"]
     assert len(t["fingerprint_sha256"]) == 64
+
+
+@pytest.mark.root
+def test_http_inside_tls_title_and_alpn(bed: TestBed) -> None:
+    """443: nginx with http2 picks h2 from our ClientHello (we offer h2 and http/1.1); we speak
+    HTTP/1.1 only, so the probe asks again offering http/1.1 alone and still reads status, Server
+    and the page's title from inside TLS. 8443 has no http2: ALPN http/1.1 at once."""
+    r, t = _probe_tls(bed, 443)
+    assert t["alpn"] == "h2"
+    details = r["details"]
+    assert isinstance(details, dict)
+    assert (details["status"], details["http_version"]) == (200, "1.1")
+    assert details["server"].startswith("nginx/") and (r["product"], r["protocol"]) == ("nginx", "http")
+    assert details["title"] == NGINX_HTTPS_TITLE
+    assert "text/html" in details["content_type"]
+    _, t8443 = _probe_tls(bed, 8443)
+    assert t8443["alpn"] == "http/1.1"
+
+
+@pytest.mark.root
+def test_redirect_to_https(bed: TestBed) -> None:
+    r = _probe(bed, NGINX_REDIRECT_PORT, "--expect", "http")
+    assert (r["identified"], r["product"], r["tls"], r["matches"]) == ("http", "nginx", None, True)
+    details = r["details"]
+    assert isinstance(details, dict) and details["status"] == 301
+    assert details["redirect_to_https"] is True
+    assert details["location"] == f"https://{bed.cert_hostname}/"
 
 
 @pytest.mark.root

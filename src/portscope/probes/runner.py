@@ -208,12 +208,31 @@ async def _tls_then_inner(session: Session, result: ProbeResult, want: Probe | N
             ident = await probe.run(session, b"")
             if ident is not None or session.conn is None or session.conn.eof:
                 break
+    if ident is None and info.alpn == "h2" and not session.deadline.expired:
+        ident = await _http1_beside_h2(session, result)
     if ident is None and info.alpn == "h2":
         ident = Ident("https", protocol="http", details={"http_version": "2"})
     if ident is None:
         ident = Ident("tls", details={"note": "TLS completed; nothing recognised inside it"})
     ident.tls = info
     return ident
+
+
+async def _http1_beside_h2(session: Session, result: ProbeResult) -> Ident | None:
+    """The server chose HTTP/2, which we do not speak: ask again on a fresh connection offering only
+    http/1.1 (as `curl --http1.1` does), so status, Server, redirect and title are still read. The
+    first handshake's TLS details (ALPN h2) are the ones reported."""
+    http = by_name("http")
+    assert http.run is not None
+    result.probes.append("http in tls (http/1.1)")
+    try:
+        conn = await session.connect()
+    except ConnectFailed:
+        return None
+    await session.start_tls(conn, ["http/1.1"])
+    if conn.tls is None:
+        return None
+    return await http.run(session, b"")
 
 
 # -- UDP ------------------------------------------------------------------------------------------------
