@@ -23,7 +23,7 @@ from portscope.errors import BadInput
 
 TYPE_CHECKING = False  # typing itself costs more to import than the rest of this module
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
 DOMAIN = "portscope"
 LOCALE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "locale")
@@ -158,3 +158,57 @@ def _identity(message: str) -> str:
 
 def _english_plural(singular: str, plural: str, n: int) -> str:
     return singular if n == 1 else plural
+
+
+class Text(str):
+    """English text that can still say itself in the reader's language later.
+
+    For messages made below cli/ whose English must stay in data (probe --json, `details`) while
+    a human rendering elsewhere (diagnose --lang pt) shows them translated: the str value is the
+    English, formatted once; `localize()` formats the template's translation with the same values
+    (themselves localized when they are Text). Write `Text(N_("port {port} is closed"), port=p)`;
+    the N_() marks the template for the catalog, as for any message.
+    """
+
+    template: str
+    params: dict[str, object]
+    parts: tuple[object, ...] | None
+    sep: str
+
+    def __new__(cls, template: str, /, **params: object) -> Text:
+        self = super().__new__(cls, template.format(**params))
+        self.template, self.params, self.parts, self.sep = template, params, None, ""
+        return self
+
+    @classmethod
+    def joined(cls, sep: str, parts: Sequence[object]) -> Text:
+        """`sep.join(parts)` that localizes each part when shown (the separator is punctuation)."""
+        self = super().__new__(cls, sep.join(str(p) for p in parts))
+        self.template, self.params, self.parts, self.sep = "", {}, tuple(parts), sep
+        return self
+
+    def localized(self) -> str:
+        if self.parts is not None:
+            return self.sep.join(str(localize(p)) for p in self.parts)
+        return _(self.template).format(**{k: localize(v) for k, v in self.params.items()})
+
+    def __reduce__(self) -> tuple[object, ...]:  # copy, deepcopy and pickle keep the template
+        if self.parts is not None:
+            return (Text.joined, (self.sep, self.parts))
+        return (_text, (self.template, self.params))
+
+
+def _text(template: str, params: dict[str, object]) -> Text:
+    return Text(template, **params)
+
+
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _T = TypeVar("_T")
+
+
+def localize(value: _T) -> _T:
+    """A Text in the chosen language (a plain str); anything else as it is (a str from the network
+    stays as sent)."""
+    return value.localized() if isinstance(value, Text) else value  # type: ignore[return-value]

@@ -75,22 +75,23 @@ def _connect(args: argparse.Namespace) -> Diagnosis:
         port = ports[0]
     if port is None:
         raise BadInput(f"no port: give one, as in `portscope diagnose {args.host} 443`")
+    if port == 0:
+        raise BadInput("port 0 cannot be diagnosed (no service listens on it): give a port from 1 to 65535")
+    from portscope.cli.cmd_probe import probe_settings
+
+    args.probe_timeout = args.timeout
+    conf = probe_settings(args)  # --sni, --ca-file and --expect, checked as probe checks them
     request = Request(
         host=spec.host,
         port=port,
         proto=proto,
         expect=args.expect,
-        sni=args.sni,
+        sni=getattr(conf, "sni", None),
         ca_file=args.ca_file,
         timeout=args.timeout,
         local=True if args.local else None,
         family=family(args),
     )
-    if args.ca_file:
-        from portscope.cli.cmd_probe import probe_settings
-
-        args.probe_timeout = args.timeout
-        probe_settings(args)  # validates --ca-file in one line
     return diagnose(request)
 
 

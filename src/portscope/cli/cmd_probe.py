@@ -49,7 +49,11 @@ def add_probe_options(p: argparse.ArgumentParser) -> None:
 
 
 def probe_settings(args: argparse.Namespace) -> object:
+    """The one place probe, scan --probe and diagnose check --sni, --ca-file, --expect and the timeout
+    (diagnose's --timeout arrives as probe_timeout); --sni and --expect come back normalized."""
     from portscope.probes.base import Settings
+    from portscope.probes.runner import check_expect
+    from portscope.probes.tls import check_sni
 
     if not 0 < args.probe_timeout <= 600:
         raise BadInput(
@@ -65,7 +69,10 @@ def probe_settings(args: argparse.Namespace) -> object:
             raise BadInput(
                 f"--ca-file {args.ca_file}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)"
             )
-    return Settings(sni=args.sni, ca_file=args.ca_file, timeout=args.probe_timeout)
+    if getattr(args, "expect", None) is not None:
+        args.expect = check_expect(args.expect)
+    sni = check_sni(args.sni) if args.sni is not None else None
+    return Settings(sni=sni, ca_file=args.ca_file, timeout=args.probe_timeout)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
     proto = "udp" if args.udp else "tcp"
     found = targets.expand([args.host], family(args))
     explicit = parse_ports(",".join(args.ports), default_protos=(proto,)).ports(proto) if args.ports else []
+    every = any(item.strip().split("/")[0] in ("-", "all", "*") for item in ",".join(args.ports).split(","))
+    if every:
+        explicit = [p for p in explicit if p]  # "every port": the ones a service can listen on
+    if 0 in explicit or any(t.port == 0 for t in found):
+        raise BadInput("port 0 cannot be probed (no service listens on it): give a port from 1 to 65535")
     if not explicit and all(t.port is None for t in found):
         raise BadInput(f"no port to probe: give one, as in `portscope probe {args.host}:443`")
     if all(t.address is None for t in found):

@@ -23,7 +23,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from portscope.i18n import _, ngettext
+from portscope.i18n import _, localize, ngettext
 from portscope.model import CheckResult, Diagnosis, Evidence, ProbeResult, Socket
 from portscope.registry import lookup_name, service_name
 
@@ -644,7 +644,9 @@ def _dns_both(diag: Diagnosis, address: str, req: Request, clock: _Clock, reach:
     if tcp is not None:
         ok = tcp.service == "dns"
         diag.evidence.append(
-            Evidence("dns_tcp", _("a DNS query over TCP: {summary}").format(summary=tcp.summary), ok)
+            Evidence(
+                "dns_tcp", _("a DNS query over TCP: {summary}").format(summary=localize(tcp.summary)), ok
+            )
         )
     diag.evidence.append(
         Evidence(
@@ -682,7 +684,7 @@ def _judge_probe(diag: Diagnosis, probe: ProbeResult, expected: str | None, req:
     # passed: true when it answers as expected (or as something known, nothing expected); null when
     # nothing was expected and nothing recognised: information, not a check that passed
     passed = None if unrecognised and probe.matches is None else probe.matches is not False
-    diag.evidence.append(Evidence("protocol", probe.summary, passed, {"probe": probe.to_dict()}))
+    diag.evidence.append(Evidence("protocol", localize(probe.summary), passed, {"probe": probe.to_dict()}))
     host = req.sni or req.host
     tls = probe.tls
     if req.proto == "udp" and probe.check.status != "open" and unrecognised:
@@ -706,7 +708,7 @@ def _judge_probe(diag: Diagnosis, probe: ProbeResult, expected: str | None, req:
                     "'wrong version number'): enable TLS on it, or use the plain-text URL"
                 ),
             )
-        return _verdict(diag, "wrong_protocol", probe.summary, steps)
+        return _verdict(diag, "wrong_protocol", localize(probe.summary), steps)
     if probe.matches is False and probe.service == "unknown" and expected:
         return _verdict(
             diag,
@@ -726,7 +728,7 @@ def _judge_probe(diag: Diagnosis, probe: ProbeResult, expected: str | None, req:
             return verdict
     if probe.matches:
         summary = _("{where} on {address} answers as expected: {summary}").format(
-            where=where, address=diag.address, summary=probe.summary
+            where=where, address=diag.address, summary=localize(probe.summary)
         )
         return _verdict(diag, "ok", summary, [])
     # Nothing was expected (no --expect, and the registry's name for the port is not one a probe can
@@ -740,7 +742,7 @@ def _judge_probe(diag: Diagnosis, probe: ProbeResult, expected: str | None, req:
         summary = _(
             "{where} on {address} accepts connections, but nothing we know recognised what answers ({summary}); "
             "no service was expected, so none was checked"
-        ).format(where=where, address=diag.address, summary=probe.summary)
+        ).format(where=where, address=diag.address, summary=localize(probe.summary))
         steps = [
             check,
             _("on the server, see which program listens there: portscope who {port}").format(port=req.port),
@@ -749,7 +751,7 @@ def _judge_probe(diag: Diagnosis, probe: ProbeResult, expected: str | None, req:
         summary = _(
             "{where} on {address} accepts connections and answers: {summary}; no service was expected, so "
             "none was checked"
-        ).format(where=where, address=diag.address, summary=probe.summary)
+        ).format(where=where, address=diag.address, summary=localize(probe.summary))
         steps = [check]
     return _verdict(diag, "ok", summary, steps)
 
@@ -800,19 +802,19 @@ def _tls_verdict(diag: Diagnosis, probe: ProbeResult, host: str, req: Request) -
         host=host, port=req.port
     )
     if tls.error:
-        diag.evidence.append(Evidence("tls", tls.error, False))
+        diag.evidence.append(Evidence("tls", localize(tls.error), False))
         return _verdict(
             diag,
             "tls_handshake_failed",
             _("the TLS handshake with {host}:{port} fails: {error}").format(
-                host=host, port=req.port, error=tls.error
+                host=host, port=req.port, error=localize(tls.error)
             ),
             [
                 _(
                     "the handshake broke off with: {error}; the server's log says why (journalctl -u SERVICE): "
                     "a certificate or key it cannot read, no protocol version or cipher in common, or not TLS "
                     "at all on this port"
-                ).format(error=tls.error),
+                ).format(error=localize(tls.error)),
                 inspect,
                 _(
                     "check the TLS versions and ciphers both sides allow (openssl s_client -tls1_2 / -tls1_3), "
@@ -867,7 +869,7 @@ def _tls_verdict(diag: Diagnosis, probe: ProbeResult, host: str, req: Request) -
         diag.evidence.append(
             Evidence(
                 "tls",
-                _("{certificate}; {error}").format(certificate=cert, error=tls.verify_error),
+                _("{certificate}; {error}").format(certificate=cert, error=localize(tls.verify_error)),
                 False,
                 {"tls": tls.to_dict()},
             )
@@ -876,7 +878,7 @@ def _tls_verdict(diag: Diagnosis, probe: ProbeResult, host: str, req: Request) -
             diag,
             "tls_untrusted",
             _("the certificate of {host}:{port} is not trusted here: {why}").format(
-                host=host, port=req.port, why=tls.verify_error
+                host=host, port=req.port, why=localize(tls.verify_error)
             ),
             [
                 _(
@@ -886,7 +888,12 @@ def _tls_verdict(diag: Diagnosis, probe: ProbeResult, host: str, req: Request) -
                 _(
                     "if it comes from a private CA, trust that CA: --ca-file CA.pem here, or add it to the system "
                     "store (cp CA.crt /usr/local/share/ca-certificates/; update-ca-certificates)"
-                ),
+                )
+                if not req.ca_file
+                else _(
+                    "{ca_file} does not hold the CA that signed it (nor the certificate itself): give the file "
+                    "of the CA that issued it, or the server's own certificate to pin it"
+                ).format(ca_file=req.ca_file),
                 inspect,
             ],
         )

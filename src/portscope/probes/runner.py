@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+from portscope.i18n import N_, Text
 from portscope.model import CheckResult, ProbeResult, TlsInfo
 from portscope.probes import all_probes, by_name
 from portscope.probes.base import Ident, Probe, Session, Settings, clean_text
@@ -51,7 +52,12 @@ async def probe_one(check: CheckResult, settings: Settings, expect: str | None =
     started = time.monotonic()
     probeable = check.status == "open" or (check.proto == "udp" and check.status == "open|filtered")
     if not probeable or check.address is None:
-        result.summary = f"{check.port}/{check.proto} is {check.status} ({check.reason}): nothing to identify"
+        result.summary = Text(
+            N_("{where} is {status} ({reason}): nothing to identify"),
+            where=f"{check.port}/{check.proto}",
+            status=check.status,
+            reason=check.reason,
+        )
         return result
     session = Session(check.host, check.address, check.port, settings, Deadline(settings.timeout))
     try:
@@ -89,6 +95,21 @@ def _order(port: int, expected: Probe | None, proto: str = "tcp", tls_first: boo
         if p not in out and runnable:
             out.append(p)
     return out
+
+
+def check_expect(name: str) -> str:
+    """--expect's value, or BadInput naming the valid forms (exit 2): a service name of the registry
+    (`https`, `postgresql`, `submission`) or a name some probe confirms (`tls`, `kubelet`, `docker`)."""
+    from portscope.errors import BadInput
+
+    text = name.strip().lower()
+    if text and (lookup_name(text) or expected_probe(text) is not None):
+        return text
+    probes = sorted({p.name for p in all_probes()} | {n for p in all_probes() for n in p.identifies})
+    raise BadInput(
+        f"--expect {clean_text(name, 80)!r} is not a service portscope knows: give a service name of the "
+        f"registry (https, ssh, postgresql; `portscope services NAME` searches) or a probe's: {', '.join(probes)}"
+    )
 
 
 def expected_probe(expected: str | None) -> Probe | None:
@@ -264,7 +285,7 @@ def _fill(result: ProbeResult, ident: Ident | None, banner: bytes) -> None:
     if ident.banner:
         result.banner = clean_text(ident.banner, 512)
     # A TLS attempt that met silence or a hang-up says nothing once another probe named the port;
-    # one answered in plain text does (plain HTTP on a TLS port).
+    # one answered in plain text does (plain HTTP on a TLS port). The test is on the English value.
     if result.details.get("tls_error") and "plain text" not in str(result.details["tls_error"]):
         del result.details["tls_error"]
     result.details.update(ident.details)
@@ -307,24 +328,33 @@ def _tls_form(name: str) -> bool | None:
 
 
 def _judge(result: ProbeResult) -> None:
-    """expected versus actual: `matches` and the one sentence, with what is wrong appended."""
+    """expected versus actual: `matches` and the one sentence, with what is wrong appended.
+
+    The sentence is English in the result (--json); it is a Text, so a human rendering in another
+    language (diagnose --lang pt) can show it translated."""
     if result.service is None:
         return
     spoke_tls = result.tls is not None and result.tls.error is None and not result.tls.starttls
-    result.summary = _verdict(result, spoke_tls)
-    problems = tls_problems(result.tls) if result.tls is not None and result.tls.error is None else []
+    verdict = _verdict(result, spoke_tls)
+    problems: list[str] = (
+        tls_problems(result.tls) if result.tls is not None and result.tls.error is None else []
+    )
     if result.tls is not None and result.tls.starttls and result.tls.error:
-        problems.insert(0, f"STARTTLS failed: {result.tls.error}")
+        problems.insert(0, Text(N_("STARTTLS failed: {error}"), error=result.tls.error))
     problems += result.details.get("problems", [])
     if problems:
-        result.summary += "; " + ", ".join(problems)
+        result.summary = Text(
+            N_("{verdict}; {problems}"), verdict=verdict, problems=Text.joined(", ", problems)
+        )
+    else:
+        result.summary = verdict
 
 
-def _verdict(result: ProbeResult, spoke_tls: bool) -> str:
+def _verdict(result: ProbeResult, spoke_tls: bool) -> Text:
     where = f"{result.check.port}/{result.check.proto}"
     what = _describe(result)
     if result.expected is None:
-        return f"{where} answers {what}"
+        return Text(N_("{where} answers {what}"), where=where, what=what)
     expected = _canonical(result.expected)
     tls_wanted = _tls_form(expected)
     got = _canonical(result.service or "")
@@ -334,15 +364,30 @@ def _verdict(result: ProbeResult, spoke_tls: bool) -> str:
     )
     result.matches = False
     if result.service == "unknown":
-        return f"{where} is open but did not identify itself as {expected}: {what}"
+        return Text(
+            N_("{where} is open but did not identify itself as {expected}: {what}"),
+            where=where,
+            expected=expected,
+            what=what,
+        )
     if same and tls_wanted is True and not spoke_tls:
-        return f"{where} answers plain {_proto_word(result)}, not TLS (expected {expected})"
+        return Text(
+            N_("{where} answers plain {protocol}, not TLS (expected {expected})"),
+            where=where,
+            protocol=_proto_word(result),
+            expected=expected,
+        )
     if same and tls_wanted is False and spoke_tls and want_probe is not None and want_probe.name != "tls":
-        return f"{where} answers TLS ({what}), not plain {expected}"
+        return Text(
+            N_("{where} answers TLS ({what}), not plain {expected}"),
+            where=where,
+            what=what,
+            expected=expected,
+        )
     if same:
         result.matches = True
-        return f"{where} answers {what}, as expected"
-    return f"{where} answers {what}, not {expected}"
+        return Text(N_("{where} answers {what}, as expected"), where=where, what=what)
+    return Text(N_("{where} answers {what}, not {expected}"), where=where, what=what, expected=expected)
 
 
 def _generic(probe: Probe) -> frozenset[str]:
@@ -357,21 +402,23 @@ def _proto_word(result: ProbeResult) -> str:
 def _describe(result: ProbeResult) -> str:
     if result.service == "unknown":
         if result.banner:
-            return f"something unrecognised (it sent {result.banner[:60]!r})"
+            return Text(N_("something unrecognised (it sent {banner})"), banner=repr(result.banner[:60]))
         tls_error = result.details.get("tls_error")
-        return "nothing we recognise (silent to every probe)" + (f"; TLS: {tls_error}" if tls_error else "")
-    name = result.service or "?"
+        if tls_error:
+            return Text(N_("nothing we recognise (silent to every probe); TLS: {error}"), error=tls_error)
+        return Text(N_("nothing we recognise (silent to every probe)"))
+    name: str = result.service or "?"
     tls = result.tls
     if tls is not None and tls.error is None:
         if tls.starttls:
-            name += " with STARTTLS"
+            name = Text(N_("{service} with STARTTLS"), service=name)
         elif name != "tls" and _tls_form(name) is not True:
-            name += " over TLS"
+            name = Text(N_("{service} over TLS"), service=name)
     product = " ".join(x for x in (result.product, result.version) if x)
     if product:
-        name += f" ({product})"
+        name = Text(N_("{service} ({product})"), service=name, product=product)
     if tls is not None and tls.version:
-        name += f", {tls.version}"
+        name = Text(N_("{service}, {tls_version}"), service=name, tls_version=tls.version)
     return name
 
 
@@ -379,17 +426,21 @@ def tls_problems(tls: TlsInfo | None) -> list[str]:
     """What is wrong with a TLS endpoint, in words (empty when nothing is)."""
     if tls is None or tls.error:
         return []
-    out = []
+    out: list[str] = []
     if tls.expired and tls.days_left is not None and tls.days_left < 0:
-        out.append(f"certificate expired {-tls.days_left} days ago")
+        out.append(Text(N_("certificate expired {days} days ago"), days=-tls.days_left))
     elif tls.expired:
-        out.append("certificate not valid yet")
+        out.append(Text(N_("certificate not valid yet")))
     if tls.hostname_match is False:
-        out.append(
-            f"certificate is not for {tls.sni or 'this host'} (it names {', '.join(tls.san[:3]) or tls.subject})"
-        )
+        names = ", ".join(tls.san[:3]) or tls.subject
+        if tls.sni:
+            out.append(
+                Text(N_("certificate is not for {host} (it names {names})"), host=tls.sni, names=names)
+            )
+        else:
+            out.append(Text(N_("certificate is not for this host (it names {names})"), names=names))
     if tls.verified is False:
-        out.append(f"certificate not trusted: {tls.verify_error}")
+        out.append(Text(N_("certificate not trusted: {error}"), error=tls.verify_error))
     return out
 
 

@@ -15,10 +15,13 @@ import datetime as dt
 import functools
 import hashlib
 import ipaddress
+import re
 import ssl
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from portscope.errors import BadInput
+from portscope.i18n import N_, Text
 from portscope.model import TlsInfo
 from portscope.probes.base import Ident, Probe, Session, clean_text, tls_context
 
@@ -29,6 +32,51 @@ if TYPE_CHECKING:
 
 HANDSHAKE_TIMEOUT = 5.0
 _ALPN = ["h2", "http/1.1"]
+_LABEL = re.compile(r"^[A-Za-z0-9_-]{1,63}$")  # LDH plus "_", which real host names carry
+
+
+def check_sni(name: str) -> str:
+    """--sni's value as it will be used, or BadInput naming what is wrong (exit 2).
+
+    A DNS name (IDNA-encoded, at most 253 characters, labels of 1-63 letters, digits, "-" or "_"; one
+    trailing dot dropped, as curl does) is sent as the server name and checked against the
+    certificate's DNS SANs. An IP address (v6 with or without brackets) is accepted but, as curl and
+    RFC 6066 do, not sent: the server sees no SNI, and the certificate is checked against its IP SANs.
+    """
+    text = name.strip()
+    literal = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return str(ipaddress.ip_address(literal))
+    except ValueError:
+        pass
+    host = text[:-1] if text.endswith(".") else text
+    why = None
+    if not host:
+        why = "it is empty"
+    else:
+        try:
+            ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+        except UnicodeError:
+            ascii_host, why = "", "it cannot be written in IDNA (a label is empty or too long)"
+        if why is None and len(ascii_host) > 253:
+            why = f"it is {len(ascii_host)} characters long; a DNS name has at most 253"
+        elif why is None:
+            for label in ascii_host.split("."):
+                if not label:
+                    why = "it has an empty label (a leading dot or two dots in a row)"
+                elif len(label) > 63:
+                    why = f"a label is {len(label)} characters long; at most 63"
+                elif not _LABEL.match(label):
+                    why = f"{label!r} has characters a host name cannot have (letters, digits, - and _)"
+                if why:
+                    break
+    if why is not None:
+        shown = clean_text(name, 80)
+        raise BadInput(
+            f"--sni {shown!r} is not a server name: {why}; give a DNS name such as www.example.com "
+            "(an IP address is accepted: checked against the certificate, not sent, as curl does)"
+        )
+    return ascii_host
 
 
 async def handshake(session: Session, conn: Conn, alpn: list[str] | None = None) -> tuple[TlsInfo, bytes]:
@@ -41,16 +89,18 @@ async def handshake(session: Session, conn: Conn, alpn: list[str] | None = None)
             ctx, sni, session.deadline.left(HANDSHAKE_TIMEOUT), first_timeout=session.settings.read_timeout
         )
     except ssl.SSLError as e:
-        info.error = f"handshake failed: {_ssl_reason(e)}"
+        info.error = Text(N_("handshake failed: {reason}"), reason=_ssl_reason(e))
         return info, b""
     tls = conn.tls
     if tls is None:
         if plain:
-            info.error = "the server answered in plain text, not TLS (what curl calls 'wrong version number')"
+            info.error = Text(
+                N_("the server answered in plain text, not TLS (what curl calls 'wrong version number')")
+            )
         elif conn.timed_out:
-            info.error = "no answer to the TLS ClientHello"
+            info.error = Text(N_("no answer to the TLS ClientHello"))
         else:
-            info.error = "the connection closed during the TLS handshake"
+            info.error = Text(N_("the connection closed during the TLS handshake"))
         return info, plain
     info.version = tls.version()
     cipher = tls.cipher()
@@ -95,7 +145,7 @@ def describe_certificate(
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as e:
-        info.error = f"unreadable certificate: {clean_text(str(e), 120)}"
+        info.error = Text(N_("unreadable certificate: {error}"), error=clean_text(str(e), 120))
         return
     info.fingerprint_sha256 = hashlib.sha256(der).hexdigest()
     info.subject = clean_text(cert.subject.rfc4514_string(), 300)
@@ -160,29 +210,40 @@ def _dns_match(pattern: str, name: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def _store(ca_file: str | None) -> Any:
-    """The trust store: --ca-file, else the system bundle OpenSSL would use."""
+def _store(ca_file: str | None) -> tuple[Any, frozenset[bytes]]:
+    """The trust store (--ca-file, else the system bundle OpenSSL would use) and the DER of each of
+    its certificates, for pinned certificates (see _verify)."""
     from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
     from cryptography.x509.verification import Store
 
     path = ca_file or ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
     with open(path, "rb") as f, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a system root with a negative serial is still a root we must load
-        return Store(x509.load_pem_x509_certificates(f.read()))
+        certs = x509.load_pem_x509_certificates(f.read())
+    return Store(certs), frozenset(c.public_bytes(Encoding.DER) for c in certs)
 
 
 def _verify(
     cert: x509.Certificate, chain: list[bytes], ca_file: str | None
 ) -> tuple[bool | None, str | None]:
     """Does the chain lead to a trusted root? Checked at a moment the leaf was valid, for a name it has,
-    so that expiry and host name (reported on their own) do not mask or fake the answer."""
+    so that expiry and host name (reported on their own) do not mask or fake the answer.
+
+    A certificate that is itself in the trust store is trusted, whatever its extensions: that is
+    what pinning a server's certificate with --ca-file (curl --cacert, openssl s_client -CAfile)
+    means. cryptography's verifier alone refuses it when it is a self-signed leaf with
+    basicConstraints cA:TRUE (what `openssl req -x509` makes), since an end-entity must not be a CA."""
     from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
     from cryptography.x509.verification import PolicyBuilder, VerificationError
 
     try:
-        store = _store(ca_file)
+        store, pinned = _store(ca_file)
     except (OSError, ValueError) as e:
-        return None, f"cannot read the trust store: {e}"
+        return None, Text(N_("cannot read the trust store: {error}"), error=clean_text(str(e), 200))
+    if cert.public_bytes(Encoding.DER) in pinned:
+        return True, None
     intermediates = []
     for der in chain[1:]:
         try:
@@ -211,11 +272,23 @@ def _verify(
 
 
 def _verify_words(message: str, cert: x509.Certificate) -> str:
+    """The verifier's refusal in the words openssl and curl use, always followed by its own reason:
+    "self-signed" alone would hide why a certificate the user pinned was refused."""
+    detail = clean_text(message.split(" (encountered processing", 1)[0], 200)
     if cert.issuer == cert.subject:
-        return "self-signed certificate (its issuer is itself, not a trusted authority)"
+        return Text(
+            N_("self-signed certificate (its issuer is itself) that the trust store does not hold: {detail}"),
+            detail=detail,
+        )
     if "candidates exhausted" in message or "no valid issuer" in message.lower():
-        return "issued by an authority this host does not trust (unable to get local issuer certificate)"
-    return clean_text(message, 200)
+        return Text(
+            N_(
+                "issued by an authority this host does not trust (unable to get local issuer certificate): "
+                "{detail}"
+            ),
+            detail=detail,
+        )
+    return detail
 
 
 def recognize(data: bytes) -> Ident | None:
