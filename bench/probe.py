@@ -7,19 +7,22 @@ portscope must identify every service nmap identifies, at least as specifically,
 quarter of nmap's time. So both are timed in the same run (bench/harness.py, rounds interleaved),
 and the last round's answers are put side by side with what the bed says it runs there.
 
-nmap is an external command here, nothing more: its normal output (-oN) is kept verbatim beside
-ours in bench/results/, and the report copies its SERVICE and VERSION columns as text for display.
-The per-row "at least as specific" mark is a simple rule over those texts and portscope's --json
-(see RULE below and bench/README.md); where it cannot decide, it says "check by eye". Nothing in
-portscope depends on it, and no nmap data file is read.
+nmap is an external command here, nothing more: its normal output (-oN) is kept verbatim, never
+parsed. The report shows, per port, nmap's own line for that port as it printed it (found by its
+"PORT/proto " prefix, not split into fields), and commits the whole text to bench/reference/ beside
+portscope's raw output of the same round. The verdict column compares portscope's identification
+with the bed's ground truth (tests/bed/bed.py `identities`: service names, product, TLS) and nothing
+else; whether portscope is at least as specific as nmap is for a reader to see from the two raw
+columns. No nmap data file is read.
 
 Ports: the bed's open TCP ports from its `truth` (tests/bed/bed.py), all in one invocation of each
 tool, as people use them; the bed's open UDP ports (DNS on 53) as a second, separate pair of rows.
 Traffic goes only to the bed's namespace. Run as root (the bed's namespace needs it):
     /work/main/.venv/bin/python bench/probe.py [--repeats 3] [--no-udp]
 The markdown report goes to stdout and bench/results/probe-<timestamp>.md, raw numbers to the .json,
-nmap's normal output to probe-<timestamp>-nmap-{tcp,udp}.txt and portscope's --json of the same round
-to probe-<timestamp>-portscope-{tcp,udp}.json.
+and the round shown, verbatim, to bench/reference/: probe-nmap-sV.txt (and -udp.txt), nmap's -oN
+text; probe-portscope.json (and -udp.json), portscope's --json; probe-portscope.txt, portscope's
+table for the same ports from one untimed run after the timed ones.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 from harness import (
-    RESULTS,
     ROOT,
     BenchError,
     Result,
@@ -66,90 +69,26 @@ TARGET_RATIO = 0.25  # "in at most a quarter of its time"
 ISSUE_NMAP_S = 12.5  # the issue's own measurement: nmap -sV, 7 TCP ports of a similar bed
 
 RULE = (
-    "A row is **yes** when nmap identified nothing (empty SERVICE, `unknown`, `tcpwrapped`, or a name "
-    "ending in `?`, nmap's guess from the port number), or when all of these hold: (1) portscope names "
-    "the same service family, comparing nmap's SERVICE without its `ssl/` prefix with portscope's "
-    "`identified` and `protocol` after a small alias table written for this bench (domain = dns, "
-    "postgres = postgresql, https/http-alt/http-proxy = http, imaps = imap, pop3s = pop3, "
-    "smtps/submission = smtp, ftps = ftp; nmap's `ssl` or `ssl/unknown` = tls, met by any portscope "
-    "answer with a TLS version); (2) when nmap's SERVICE starts with `ssl/`, portscope reports a TLS "
-    "version; (3) when nmap's VERSION column is not empty, portscope reports a product; "
-    "(4) when nmap's VERSION contains a dotted number, portscope reports a version, and the first "
-    "dotted number of each is the same. A row is **no** when portscope found nothing, a different "
-    "family (both names in the alias table), no TLS, no product, or no version where nmap had one. "
-    "It is **check by eye** when the names are outside the alias table, when the version numbers "
-    "differ, or when portscope has no version and nmap's is a range (`or later`, `or earlier`): the "
-    "bench cannot tell which answer is more specific then."
+    "A row is **yes** when portscope's answer has, for that port, what the test bed declares runs "
+    "there (tests/bed/bed.py `identities`): (1) `identified` or `protocol` is one of the bed's service "
+    "names; (2) the product contains the bed's product, case-blind; (3) TLS as the bed speaks it: "
+    "implicit (a TLS version, not STARTTLS), starttls (a TLS version after STARTTLS), none (no TLS "
+    "version), or not judged. Otherwise **no**, naming what differs. nmap's answers play no part: its "
+    "line for each port is shown verbatim, for a reader's eye."
 )
-
-# Service families for the rule above; hand-written for this bench from the names both tools use on the
-# bed, not taken from any nmap file. A name outside KNOWN that differs from the other side's is
-# undecidable here ("check by eye"), never a silent pass.
-ALIASES = {
-    "ssl": "tls",
-    "domain": "dns",
-    "postgres": "postgresql",
-    "https": "http",
-    "http-alt": "http",
-    "https-alt": "http",
-    "http-proxy": "http",
-    "imaps": "imap",
-    "pop3s": "pop3",
-    "smtps": "smtp",
-    "submission": "smtp",
-    "submissions": "smtp",
-    "ftps": "ftp",
-}
-KNOWN = frozenset(
-    {"ssh", "dns", "http", "postgresql", "redis", "smtp", "imap", "pop3", "ftp", "mysql", "tls", "ssl"}
-)
-NOT_IDENTIFIED = frozenset({"", "unknown", "tcpwrapped"})
-_VERSION_NUMBER = re.compile(r"\d+(?:\.\d+)+[a-z0-9]*", re.IGNORECASE)
-_RANGE_WORDS = ("or later", "or earlier", "or newer", "or older")
-_PORT_LINE = re.compile(r"^(\d+)/(tcp|udp)\s")
+REFERENCE = ROOT / "bench" / "reference"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading the two outputs for display.
+# Reading the outputs for display.
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class NmapRow:
-    """One port line of nmap's normal output, its columns kept as nmap printed them."""
-
-    state: str
-    service: str
-    version: str
-
-
-def nmap_port_lines(text: str) -> dict[int, NmapRow]:
-    """The PORT STATE SERVICE VERSION lines of nmap's normal output, split into their columns as text.
-
-    Only for the report: the columns are shown verbatim. nmap prints SERVICE as one word, so the
-    line splits on the first three runs of blanks; VERSION is the rest of the line.
-    """
-    rows: dict[int, NmapRow] = {}
-    in_table = False
-    for line in text.splitlines():
-        if line.startswith("PORT ") and "SERVICE" in line:
-            in_table = True
-            continue
-        if not in_table:
-            continue
-        m = _PORT_LINE.match(line)
-        if not m:
-            if line.startswith("|"):  # script output under a port, not with -sV alone
-                continue
-            break
-        fields = line.split(None, 3)
-        rows[int(m.group(1))] = NmapRow(
-            state=fields[1] if len(fields) > 1 else "",
-            service=fields[2] if len(fields) > 2 else "",
-            version=fields[3].strip() if len(fields) > 3 else "",
-        )
-    return rows
+def nmap_line(text: str, port: int, proto: str) -> str | None:
+    """nmap's own line for PORT/PROTO in its normal output, verbatim (not split into fields)."""
+    prefix = f"{port}/{proto} "
+    return next((line.rstrip() for line in text.splitlines() if line.startswith(prefix)), None)
 
 
 def portscope_records(text: str) -> tuple[dict[int, dict[str, Any]], str]:
@@ -175,60 +114,36 @@ def tls_version(rec: dict[str, Any]) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The "at least as specific" rule.
+# The verdict: portscope against the bed's ground truth.
 # ---------------------------------------------------------------------------------------------
 
 
-def family(name: str | None) -> str:
-    """A service name reduced to its family for comparison; "" for nothing identified."""
-    n = (name or "").strip().lower()
-    if n.startswith("ssl/"):
-        n = n[4:] if n[4:] not in NOT_IDENTIFIED else "tls"  # nmap's "ssl/unknown": TLS, nothing inside
-    return ALIASES.get(n, n)
-
-
-def nmap_identified(row: NmapRow) -> bool:
-    """Did nmap name a service (not a guess from the port number, not a wrapped or unknown one)?"""
-    service = row.service.strip().lower()
-    return not (service.endswith("?") or family(service) in NOT_IDENTIFIED or row.state != "open")
-
-
-def judge(nmap: NmapRow | None, rec: dict[str, Any] | None) -> tuple[str, str]:
-    """("yes" | "no" | "check by eye", why) for one port, by RULE."""
-    if nmap is None:
-        return "check by eye", "no line for this port in nmap's output"
-    if not nmap_identified(nmap):
-        return "yes", "nmap identified nothing"
+def judge(identity: Any, rec: dict[str, Any] | None) -> tuple[str, str]:
+    """("yes" | "no", why) for one port, by RULE; `identity` is the bed's Identity for it (or None)."""
+    if identity is None:
+        return "no", "the bed declares no identity for this port"
     if rec is None:
         return "no", "no record for this port in portscope's --json"
-    ps_names = {family(rec.get("identified")), family(rec.get("protocol"))} - NOT_IDENTIFIED
-    if not ps_names:
-        return "no", "portscope identified nothing"
-    want = family(nmap.service)
-    if want == "tls" and tls_version(rec) is not None:
-        ps_names.add("tls")  # nmap saw only TLS; portscope saw TLS and maybe more
-    if want not in ps_names:
-        if want in KNOWN and ps_names <= KNOWN:
-            return "no", f"different service ({nmap.service} vs {'/'.join(sorted(ps_names))})"
-        return (
-            "check by eye",
-            f"names outside the alias table ({nmap.service} vs {'/'.join(sorted(ps_names))})",
+    names = {str(rec.get("identified") or ""), str(rec.get("protocol") or "")} - {"", "unknown"}
+    wrong = []
+    if not names & set(identity.services):
+        wrong.append(
+            f"named {'/'.join(sorted(names)) or 'nothing'}, the bed runs {'/'.join(identity.services)}"
         )
-    if nmap.service.lower().startswith("ssl/") and tls_version(rec) is None:
-        return "no", "nmap saw TLS, portscope reports no TLS version"
-    if nmap.version and not rec.get("product"):
-        return "no", "nmap names a product, portscope does not"
-    nmap_number = _VERSION_NUMBER.search(nmap.version)
-    if nmap_number:
-        ps_version = str(rec.get("version") or "")
-        if not ps_version:
-            if any(w in nmap.version.lower() for w in _RANGE_WORDS):
-                return "check by eye", "nmap gives a version range, portscope no version"
-            return "no", "nmap has a version number, portscope no version"
-        ps_number = _VERSION_NUMBER.search(ps_version)
-        if ps_number is None or ps_number.group(0).lower() != nmap_number.group(0).lower():
-            return "check by eye", f"versions differ ({nmap_number.group(0)} vs {ps_version})"
-    return "yes", "same family" + (", product" if nmap.version else "") + (", version" if nmap_number else "")
+    product = str(rec.get("product") or "")
+    if identity.product.lower() not in product.lower():
+        wrong.append(f"product {product or 'none'}, the bed runs {identity.product}")
+    tls = rec.get("tls") if isinstance(rec.get("tls"), dict) else None
+    spoken = "none"
+    if tls is not None and tls.get("version"):
+        spoken = "starttls" if tls.get("starttls") else "implicit"
+    if identity.tls is not None and spoken != identity.tls:
+        wrong.append(f"TLS {spoken}, the bed speaks {identity.tls}")
+    if wrong:
+        return "no", "; ".join(wrong)
+    return "yes", "service, product" + (
+        ", TLS" if identity.tls not in (None, "none") else ""
+    ) + " as the bed runs"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,55 +233,52 @@ def md(text: object, limit: int = 120) -> str:
 
 @dataclass
 class Side:
-    """The round shown side by side for one pair: each tool's raw output and what was read from it."""
+    """The round shown side by side for one pair: each tool's raw output, portscope's records and
+    their verdicts against the bed."""
 
     round: int  # 1-based; 0 when no round has both
     nmap_raw: str
     ps_raw: str
-    nmap_rows: dict[int, NmapRow]
     ps_recs: dict[int, dict[str, Any]]
     ps_error: str
     verdicts: dict[int, tuple[str, str]]
 
 
-def side_by_side(pair: Pair, results: dict[str, Result]) -> Side:
+def side_by_side(pair: Pair, results: dict[str, Result], identities: dict[tuple[str, int], Any]) -> Side:
     """The last round in which both tools ran (the -oN text of that nmap run, portscope's --json of it)."""
     ps_runs = results[pair.portscope.label].runs
     nmap_runs = results[pair.nmap.label].runs
     n = min(len(ps_runs), len(nmap_runs))
     if n == 0:
-        return Side(0, "", "", {}, {}, "no round ran both tools", {})
+        return Side(0, "", "", {}, "no round ran both tools", {})
     nmap_raw = str((nmap_runs[n - 1].digest or {}).get("raw", ""))
     ps_raw = str((ps_runs[n - 1].digest or {}).get("raw", ""))
-    rows = nmap_port_lines(nmap_raw)
     recs, err = portscope_records(ps_raw)
-    verdicts = {p: judge(rows.get(p), recs.get(p)) for p in pair.ports}
-    return Side(n, nmap_raw, ps_raw, rows, recs, err, verdicts)
+    verdicts = {p: judge(identities.get((pair.proto, p)), recs.get(p)) for p in pair.ports}
+    return Side(n, nmap_raw, ps_raw, recs, err, verdicts)
 
 
 def pair_table(pair: Pair, side: Side, services: dict[tuple[str, int], str]) -> list[str]:
     out = [
-        "| port | the bed runs | nmap SERVICE | nmap VERSION | portscope identified | product | version "
-        "| TLS | portscope ms | at least as specific? |",
-        "|---|---|---|---|---|---|---|---|---:|---|",
+        "| port | the bed runs | portscope identified | product | version | TLS | portscope ms "
+        "| as the bed runs? | nmap -sV's line for the port (verbatim) |",
+        "|---|---|---|---|---|---|---:|---|---|",
     ]
     for port in pair.ports:
-        row = side.nmap_rows.get(port)
         rec = side.ps_recs.get(port) or {}
-        nmap_service = md(row.service) if row else "(no line)"
-        if row and row.state != "open":
-            nmap_service += f" ({md(row.state)})"
+        line = nmap_line(side.nmap_raw, port, pair.proto)
         ident = rec.get("identified")
         if ident and rec.get("protocol") not in (None, ident):
             ident = f"{ident} ({rec['protocol']})"
-        verdict, why = side.verdicts.get(port, ("check by eye", "not judged"))
-        mark = {"yes": "yes", "no": "**no**", "check by eye": "*check by eye*"}[verdict]
+        verdict, why = side.verdicts.get(port, ("no", "not judged"))
+        mark = "yes" if verdict == "yes" else "**no**"
         elapsed = rec.get("elapsed_ms")
         out.append(
-            f"| {port}/{pair.proto} | {md(services.get((pair.proto, port), '?'))} | {nmap_service} "
-            f"| {md(row.version) if row else '–'} | {md(ident or '–')} | {md(rec.get('product') or '–')} "
+            f"| {port}/{pair.proto} | {md(services.get((pair.proto, port), '?'))} "
+            f"| {md(ident or '–')} | {md(rec.get('product') or '–')} "
             f"| {md(rec.get('version') or '–')} | {md(tls_version(rec) or '–')} "
-            f"| {fmt(elapsed, 0) if isinstance(elapsed, int | float) else '–'} | {mark}: {md(why)} |"
+            f"| {fmt(elapsed, 0) if isinstance(elapsed, int | float) else '–'} | {mark}: {md(why)} "
+            f"| {'`' + md(line, 160) + '`' if line else '(no line)'} |"
         )
     return out
 
@@ -377,20 +289,14 @@ def ratio_of(pair: Pair, results: dict[str, Result]) -> float | None:
 
 
 def verdict_lines(pairs: list[Pair], sides: dict[str, Side], results: dict[str, Result]) -> list[str]:
-    """The issue's two conditions, each stated with its numbers, then the overall answer."""
+    """Identification against the bed, and time against nmap, each with its numbers."""
     judged = [(p.proto, port, *sides[p.proto].verdicts[port]) for p in pairs for port in p.ports]
     yes = [j for j in judged if j[2] == "yes"]
-    no = [j for j in judged if j[2] == "no"]
-    eye = [j for j in judged if j[2] == "check by eye"]
+    no = [j for j in judged if j[2] != "yes"]
     lines = [
-        f"- Identification: {len(yes)} of {len(judged)} ports at least as specific as nmap"
+        f"- Identification: {len(yes)} of {len(judged)} ports named as the bed runs them"
         + (f"; **not** on {', '.join(f'{port}/{proto} ({why})' for proto, port, _, why in no)}" if no else "")
-        + (
-            f"; *check by eye* {', '.join(f'{port}/{proto} ({why})' for proto, port, _, why in eye)}"
-            if eye
-            else ""
-        )
-        + "."
+        + ". Against nmap: by eye, from its verbatim lines (the bench does not parse nmap's output)."
     ]
     time_ok: bool | None = None
     for p in pairs:
@@ -406,20 +312,14 @@ def verdict_lines(pairs: list[Pair], sides: dict[str, Side], results: dict[str, 
             + ("" if p.proto == "tcp" else " (the issue's target is stated for TCP; shown for information)")
             + "."
         )
-    if no or not time_ok:
-        overall = "**not met**"
-    elif eye:
-        overall = "**met on time; identification pending the rows marked check by eye**"
-    else:
-        overall = "**met**"
-    lines.append(
-        f"- Target (every service nmap identifies, at least as specifically, in ≤ ¼ of its time): {overall}."
-    )
+    overall = "**met**" if not no and time_ok else "**not met**"
+    lines.append(f"- Every port as the bed runs it, in ≤ ¼ of nmap's time: {overall}.")
     return lines
 
 
 def findings(pairs: list[Pair], sides: dict[str, Side], results: dict[str, Result]) -> list[str]:
-    """Failures, unreadable output, and answers that changed between rounds (the table shows only one)."""
+    """Failures, unreadable output, and portscope answers that changed between rounds (the table
+    shows only one; nmap's raw text differs every run by its timestamps, so it is not compared)."""
     out: list[str] = []
     for r in results.values():
         if r.failed:
@@ -428,28 +328,22 @@ def findings(pairs: list[Pair], sides: dict[str, Side], results: dict[str, Resul
         side = sides[p.proto]
         if side.ps_error:
             out.append(f"`{p.portscope.label}`: {side.ps_error}")
-        for label, kind in ((p.portscope.label, "ps"), (p.nmap.label, "nmap")):
-            shapes = []
-            for run in results[label].runs:
-                raw = str((run.digest or {}).get("raw", ""))
-                if kind == "ps":
-                    recs, _ = portscope_records(raw)
-                    shapes.append(
-                        json.dumps(
-                            {
-                                k: [v.get("identified"), v.get("product"), v.get("version"), tls_version(v)]
-                                for k, v in sorted(recs.items())
-                            }
-                        )
-                    )
-                else:
-                    rows = nmap_port_lines(raw)
-                    shapes.append(json.dumps({k: [v.service, v.version] for k, v in sorted(rows.items())}))
-            if len(set(shapes)) > 1:
-                out.append(
-                    f"`{label}`: the answers differ between rounds ({len(set(shapes))} variants in "
-                    f"{len(shapes)} runs); the table shows round {side.round}, every run's output is in the .json"
+        shapes = []
+        for run in results[p.portscope.label].runs:
+            recs, _ = portscope_records(str((run.digest or {}).get("raw", "")))
+            shapes.append(
+                json.dumps(
+                    {
+                        k: [v.get("identified"), v.get("product"), v.get("version"), tls_version(v)]
+                        for k, v in sorted(recs.items())
+                    }
                 )
+            )
+        if len(set(shapes)) > 1:
+            out.append(
+                f"`{p.portscope.label}`: the answers differ between rounds ({len(set(shapes))} variants in "
+                f"{len(shapes)} runs); the table shows round {side.round}, every run's output is in the .json"
+            )
         slow = sorted(
             (rec.get("elapsed_ms") or 0.0, port)
             for port, rec in side.ps_recs.items()
@@ -524,8 +418,8 @@ def render(
         "",
         "How a row is judged: " + RULE,
         "",
-        "nmap's SERVICE and VERSION columns are copied as text from its normal output (kept whole in the "
-        "file named below); the bed's column is its own description of what it runs (tests/bed/bed.py).",
+        "nmap's column is its own line for the port, verbatim from its normal output (kept whole in the "
+        "files named below); the bed's column is its own description of what it runs (tests/bed/bed.py).",
         "",
         "## Findings",
         "",
@@ -596,6 +490,18 @@ def main(argv: list[str]) -> int:
         return run_benchmark(opts, ps, env, src, work)
 
 
+def _portscope_table(bed: Any, ps: list[str], pairs: list[Pair], env: dict[str, str], timeout: float) -> str:
+    """portscope's human output for the same ports, from one untimed run after the timed ones: the
+    form a reader compares with nmap's -oN text (the timed runs print --json)."""
+    out = []
+    for p in pairs:
+        argv = [arg for arg in p.portscope.argv if arg != "--json"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        out.append(f"$ {shlex.join(['portscope', *argv[argv.index('probe') :]])}\n{proc.stdout}{proc.stderr}")
+    del bed
+    return "\n".join(out)
+
+
 def run_benchmark(opts: argparse.Namespace, ps: list[str], env: dict[str, str], src: Path, work: Path) -> int:
     started = utc_now()
     machine = {**machine_info(opts.python, env, src), "nmap": first_line(["nmap", "--version"])}
@@ -633,15 +539,17 @@ def run_benchmark(opts: argparse.Namespace, ps: list[str], env: dict[str, str], 
         results = time_tools([t for p in pairs for t in (p.portscope, p.nmap)], env, opts)
         report["seconds"] = time.perf_counter() - t0
         report["load_after"] = _load()
+        table = _portscope_table(bed, ps, pairs, env, opts.timeout)
+        identities = dict(bed.identities)
     report["src_edited_during_run"] = src_digest(ROOT / "src" / "portscope") != machine["src_digest"]
-    sides = {p.proto: side_by_side(p, results) for p in pairs}
-    stamp = f"probe-{started.strftime('%Y%m%dT%H%M%SZ')}"
-    raw_files: dict[str, str] = {}
+    sides = {p.proto: side_by_side(p, results, identities) for p in pairs}
+    raw_files: dict[str, str] = {"probe-portscope.txt": table}
     for p in pairs:
-        raw_files[f"{stamp}-nmap-{p.proto}.txt"] = sides[p.proto].nmap_raw
-        raw_files[f"{stamp}-portscope-{p.proto}.json"] = sides[p.proto].ps_raw
+        tail = "" if p.proto == "tcp" else f"-{p.proto}"
+        raw_files[f"probe-nmap-sV{tail}.txt"] = sides[p.proto].nmap_raw
+        raw_files[f"probe-portscope{tail}.json"] = sides[p.proto].ps_raw
     if not opts.no_save:
-        report["raw_files"] = [f"bench/results/{name}" for name in raw_files]
+        report["raw_files"] = [f"bench/reference/{name}" for name in raw_files]
     text = render(report, pairs, sides, results, services)
     raw = dict(
         report,
@@ -660,9 +568,10 @@ def run_benchmark(opts: argparse.Namespace, ps: list[str], env: dict[str, str], 
     )
     if not opts.no_save:
         save_report("probe", started, text, raw)
+        REFERENCE.mkdir(exist_ok=True)
         for name, content in raw_files.items():
-            (RESULTS / name).write_text(content)
-        progress(f"wrote {', '.join(raw_files)} in {RESULTS}")
+            (REFERENCE / name).write_text(content)
+        progress(f"wrote {', '.join(raw_files)} in {REFERENCE}")
     print(json.dumps(raw, indent=2, default=str) if opts.json else text, end="" if not opts.json else "\n")
     return 0
 
