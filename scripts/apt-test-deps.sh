@@ -8,7 +8,7 @@
 # (exit 101), which we remove afterwards only if we created it. CI runs this on a clean Debian/Ubuntu as root.
 set -euo pipefail
 PACKAGES=(
-    iproute2 net-tools lsof psmisc procps nftables iptables util-linux
+    iproute2 net-tools lsof psmisc procps nftables iptables util-linux openssl
     # systemd-analyze verify checks the shipped unit (packaging/systemd)
     systemd
     # GNU msgfmt: our catalog compiler is checked against it (tests/test_i18n.py)

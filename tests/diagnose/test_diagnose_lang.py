@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from portscope.probes.runner import expected_probe
-from portscope.registry import service_name
+from tests.diagnose.test_diagnose_loopback import _unnamed_port
 
 PT = {"LC_ALL": "", "LC_MESSAGES": "", "LANG": "pt_BR.UTF-8"}
 DIAGNOSIS_KEYS = {"verdict", "summary", "host", "address", "port", "proto", "evidence", "next_steps"}
@@ -138,12 +137,8 @@ def test_udp_refusal_in_portuguese() -> None:
 
 
 def test_a_connection_with_nothing_expected_in_portuguese() -> None:
-    with socket.socket() as srv:
-        srv.bind(("127.0.0.1", 0))
+    with _unnamed_port() as srv:  # a port nothing is expected on
         port = srv.getsockname()[1]
-        name = service_name(port, "tcp")
-        if name and expected_probe(name):
-            pytest.skip(f"the registry expects {name} on {port}: run again")
         srv.listen()  # accepts, never speaks
         out = _json("127.0.0.1", str(port), "--timeout", "3", env=PT)
     assert out["verdict"] == "ok"
