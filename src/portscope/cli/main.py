@@ -50,7 +50,8 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
     chosen = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     for name, help_text in COMMANDS.items():
         if chosen in COMMANDS and name != chosen:
-            sub.add_parser(name, help=help_text, add_help=False)  # listed in --help, never parsed
+            # Never parsed, never listed (the chosen command's --help shows only its own options):
+            # each parser argparse builds costs ~0.4 ms of start-up.
             continue
         module = importlib.import_module(f"portscope.cli.cmd_{name}")
         cmd = sub.add_parser(name, help=help_text, description=help_text)
