@@ -12,7 +12,6 @@ make a redone cycle send nothing twice.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import socket
 import threading
 import time
@@ -29,8 +28,6 @@ from portscope.monitor.targets import differences as target_differences
 from portscope.monitor.tracker import Tracker
 from portscope.policy.baseline import EVENT_OF_KIND, Baseline, Difference, compare
 from portscope.policy.listeners import current_listeners, take_snapshot
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
