@@ -66,10 +66,9 @@ def event(ev_id: str, port: int = 4444, process: str = "nc", kind: str = "listen
     )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.root)])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+@pytest.fixture
+def any_store(db: str) -> Iterator[Store]:
     """The history store on both backends (the outbox's claims and sent times are SQL)."""
-    db = str(tmp_path / "history.db") if request.param == "sqlite" else request.getfixturevalue("pg_url")
     with Store.open(db) as store:
         yield store
 

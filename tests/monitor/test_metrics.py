@@ -8,10 +8,8 @@ from __future__ import annotations
 import os
 import socket
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import portscope
@@ -32,15 +30,6 @@ def scrape(port: int) -> Samples:
 
 def values(samples: Samples, name: str, **labels: str) -> list[float]:
     return [v for n, lab, v in samples if n == name and all(lab.get(k) == x for k, x in labels.items())]
-
-
-@pytest.fixture
-def watches(tmp_path: Path) -> Iterator[Watches]:
-    w = Watches(tmp_path)
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 def test_listeners_targets_and_cycles_are_scraped_and_a_gone_listener_leaves(

@@ -75,14 +75,6 @@ def ev(
 # -- PostgreSQL --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.root)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where the store lives: an SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return str(tmp_path / "state" / "history.db")
-    return str(request.getfixturevalue("pg_url"))
-
-
 # -- opening, files, URLs -------------------------------------------------------------------------------
 
 

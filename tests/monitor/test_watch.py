@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +30,6 @@ from tests.monitor.watchrun import (
     stop,
     wait_for,
 )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.root)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "history.db")
-    return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture
-def watches(tmp_path: Path) -> Iterator[Watches]:
-    w = Watches(tmp_path)
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 def sinks(smtp: SmtpServer, hook: Receiver | None = None) -> str:

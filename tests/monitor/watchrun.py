@@ -72,15 +72,6 @@ def baseline(port: int, sinks: str = "", *, interval: float = 1, persist: float 
     )
 
 
-def exec_sink(hook_out: Path, directory: Path) -> str:
-    """An exec sink running a script that appends each alert (one JSON line) to `hook_out`."""
-    hook = directory / "hook.py"
-    hook.write_text(
-        f"import sys\nopen({str(hook_out)!r}, 'a').write(sys.stdin.read().replace(chr(10), ' ') + chr(10))\n"
-    )
-    return f'[[sink]]\ntype = "exec"\nname = "hook"\ncommand = [{json.dumps(sys.executable)}, {json.dumps(str(hook))}]\n'
-
-
 def jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
