@@ -323,6 +323,18 @@ class Layout:
     base_port: int
     window: int
 
+    @classmethod
+    def from_options(cls, opts: argparse.Namespace) -> Layout:
+        """The layout add_fleet_options() describes."""
+        return cls(
+            servers=opts.servers,
+            clients=opts.clients,
+            listen_addrs=[f"127.0.0.{2 + i}" for i in range(opts.listen_addrs)],
+            source_addrs=[f"127.0.1.{1 + i}" for i in range(opts.source_addrs)],
+            base_port=opts.base_port,
+            window=opts.window,
+        )
+
     @property
     def ports(self) -> list[int]:
         return [self.base_port + i for i in range(self.servers)]
@@ -643,38 +655,8 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument(
-        "--sizes",
-        type=_sizes,
-        default=[1000, 10000, 100000],
-        help="established TCP socket counts, both ends of each connection counted (default: %(default)s)",
-    )
-    p.add_argument(
-        "--repeats", type=int, default=5, help="runs per tool, best and median reported (default 5)"
-    )
-    p.add_argument("--slow-repeats", type=int, default=2, help="runs for tools slower than --slow-threshold")
-    p.add_argument("--slow-threshold", type=float, default=10.0, help="seconds (default 10)")
-    p.add_argument(
-        "--startup-repeats", type=int, default=10, help="runs of the start-up comparison (default 10)"
-    )
-    p.add_argument(
-        "--skip-slow", action="store_true", help="skip netstat -tanp and lsof (tens of seconds at 100k)"
-    )
-    p.add_argument(
-        "--timeout", type=float, default=600.0, help="kill a timed command after this many seconds"
-    )
-    p.add_argument(
-        "--python",
-        default=default_python(),
-        help="interpreter for psutil and `python -c pass` (default: the project's .venv)",
-    )
-    p.add_argument(
-        "--portscope",
-        default=None,
-        help="command to run portscope (default: .venv/bin/portscope, else PYTHON -m portscope)",
-    )
+def add_fleet_options(p: argparse.ArgumentParser) -> None:
+    """The options of the fleet (Layout.from_options) and of where it runs, shared with bench/watch.py."""
     p.add_argument("--servers", type=int, default=4, help="server processes (default 4)")
     p.add_argument("--clients", type=int, default=4, help="client processes (default 4)")
     p.add_argument("--listen-addrs", type=int, default=4, help="listener addresses 127.0.0.2.. (default 4)")
@@ -711,6 +693,46 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="run portscope from the live src/ instead of a snapshot taken at start",
     )
+
+
+def check_fleet_options(p: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
+    if not 1 <= opts.listen_addrs <= 250 or not 1 <= opts.source_addrs <= 250:
+        p.error("--listen-addrs and --source-addrs must be 1..250")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=[1000, 10000, 100000],
+        help="established TCP socket counts, both ends of each connection counted (default: %(default)s)",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=5, help="runs per tool, best and median reported (default 5)"
+    )
+    p.add_argument("--slow-repeats", type=int, default=2, help="runs for tools slower than --slow-threshold")
+    p.add_argument("--slow-threshold", type=float, default=10.0, help="seconds (default 10)")
+    p.add_argument(
+        "--startup-repeats", type=int, default=10, help="runs of the start-up comparison (default 10)"
+    )
+    p.add_argument(
+        "--skip-slow", action="store_true", help="skip netstat -tanp and lsof (tens of seconds at 100k)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="kill a timed command after this many seconds"
+    )
+    p.add_argument(
+        "--python",
+        default=default_python(),
+        help="interpreter for psutil and `python -c pass` (default: the project's .venv)",
+    )
+    p.add_argument(
+        "--portscope",
+        default=None,
+        help="command to run portscope (default: .venv/bin/portscope, else PYTHON -m portscope)",
+    )
+    add_fleet_options(p)
     p.add_argument(
         "--hold",
         action="store_true",
@@ -719,8 +741,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print the raw numbers as JSON instead of markdown")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results/inventory-*.{md,json}")
     opts = p.parse_args(argv)
-    if not 1 <= opts.listen_addrs <= 250 or not 1 <= opts.source_addrs <= 250:
-        p.error("--listen-addrs and --source-addrs must be 1..250")
+    check_fleet_options(p, opts)
     if opts.repeats < 1 or opts.slow_repeats < 1:
         p.error("--repeats and --slow-repeats must be ≥ 1")
     return opts
@@ -754,14 +775,7 @@ def main(argv: list[str]) -> int:
     become_subreaper()
     python = opts.python
     ps = portscope_command(python, opts.portscope)
-    layout = Layout(
-        servers=opts.servers,
-        clients=opts.clients,
-        listen_addrs=[f"127.0.0.{2 + i}" for i in range(opts.listen_addrs)],
-        source_addrs=[f"127.0.1.{1 + i}" for i in range(opts.source_addrs)],
-        base_port=opts.base_port,
-        window=opts.window,
-    )
+    layout = Layout.from_options(opts)
     if opts.hold:
         held = max(1, max(opts.sizes) // 2)
         return hold(layout.scaled(held, fd_budget()), held)

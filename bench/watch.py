@@ -81,6 +81,8 @@ from inventory import (
     Layout,
     Worker,
     _sizes,
+    add_fleet_options,
+    check_fleet_options,
     count_tcp,
     fd_budget,
     wait_drained,
@@ -858,27 +860,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="command to run portscope (default: .venv/bin/portscope, else PYTHON -m portscope)",
     )
-    p.add_argument("--servers", type=int, default=4, help="fleet server processes (default 4)")
-    p.add_argument("--clients", type=int, default=4, help="fleet client processes (default 4)")
-    p.add_argument(
-        "--listen-addrs", type=int, default=4, help="fleet listener addresses 127.0.0.2.. (default 4)"
-    )
-    p.add_argument(
-        "--source-addrs", type=int, default=8, help="client source addresses 127.0.1.1.. (default 8)"
-    )
-    p.add_argument(
-        "--base-port", type=int, default=24000, help="fleet server i listens on BASE+i (default 24000)"
-    )
-    p.add_argument("--window", type=int, default=512, help="non-blocking connects in flight per client")
-    p.add_argument("--quiet-below", type=int, default=1000, help="a host with this many TCP sockets is busy")
-    p.add_argument(
-        "--quiet-wait", type=float, default=600.0, help="seconds to wait for a busy host to calm down"
-    )
-    p.add_argument(
-        "--isolate", action="store_true", help="run in fresh network + PID namespaces (as inventory.py)"
-    )
-    p.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--live-src", action="store_true", help="run portscope from the live src/, not a snapshot")
+    add_fleet_options(p)
     p.add_argument(
         "--rev",
         metavar="COMMIT",
@@ -889,8 +871,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     opts = p.parse_args(argv)
     if opts.repeats < 1 or opts.slow_repeats < 1 or opts.cycles < 2:
         p.error("--repeats and --slow-repeats must be ≥ 1, --cycles ≥ 2 (cycle 1 is the warm-up)")
-    if not 1 <= opts.listen_addrs <= 250 or not 1 <= opts.source_addrs <= 250:
-        p.error("--listen-addrs and --source-addrs must be 1..250")
+    check_fleet_options(p, opts)
     if opts.listeners < 1 or opts.listener_procs < 1:
         p.error("--listeners and --listener-procs must be ≥ 1")
     if opts.rev and opts.live_src:
@@ -918,14 +899,7 @@ def main(argv: list[str]) -> int:
     become_subreaper()
     python = opts.python
     ps = portscope_command(python, opts.portscope)
-    layout = Layout(
-        servers=opts.servers,
-        clients=opts.clients,
-        listen_addrs=[f"127.0.0.{2 + i}" for i in range(opts.listen_addrs)],
-        source_addrs=[f"127.0.1.{1 + i}" for i in range(opts.source_addrs)],
-        base_port=opts.base_port,
-        window=opts.window,
-    )
+    layout = Layout.from_options(opts)
     with tempfile.TemporaryDirectory(prefix="portscope-bench-watch-") as tmp:
         rev = None
         if opts.rev:
